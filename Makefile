@@ -1,0 +1,75 @@
+# balnmp-cache — the two set-up commands are `make demo` and `make test`; both install what they need.
+#
+#   make demo                  demo cohort -> extract -> train (3 variants) -> report, all on the CPU
+#   make test                  the default test suite (not slow, not gpu)
+#   make extract|train|report  one stage from stages/*.toml; CONFIG=path picks another configuration
+#   make ablate                an ablation grid (CONFIG=stages/ablations/<grid>.toml)
+#   make bench                 benchmarks/bench_*.py (BENCH_ARGS=--quick for the short versions)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CLI := $(BIN)/balnmp-cache
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?=
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+
+DEMO_ROOT := demo/bcnb
+DEMO_OUT := out/demo
+DEMO_RUNS := $(DEMO_OUT)/runs
+
+.PHONY: install demo demo-data extract train demo-runs report ablate bench test test-all clean distclean
+
+install: $(STAMP)
+
+# Re-run only when pyproject.toml changes (or the environment is missing).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo-data: install
+	$(CLI) demo-data $(DEMO_ROOT)
+
+extract: install $(if $(CONFIG),,demo-data)
+	$(CLI) extract --config $(or $(CONFIG),stages/extract.toml)
+
+train: install $(if $(CONFIG),,extract)
+	$(CLI) train --config $(or $(CONFIG),stages/train.toml)
+
+# The three variants the demo report compares: image only, image + clinical, clinical only.
+demo-runs: install extract
+	$(CLI) train --config stages/train.toml --no-clinical --out $(DEMO_RUNS)/image
+	$(CLI) train --config stages/train.toml --clinical --out $(DEMO_RUNS)/image_clinical
+	$(CLI) train --config stages/train.toml --head clinical_only --clinical --out $(DEMO_RUNS)/clinical_only
+
+report: install $(if $(CONFIG),,demo-runs)
+	$(CLI) report --config $(or $(CONFIG),stages/report.toml)
+
+demo: install demo-data extract demo-runs
+	$(CLI) report --config stages/report.toml
+
+ablate: install $(if $(CONFIG),,extract)
+	$(CLI) ablate $(or $(CONFIG),stages/ablations/demo.toml)
+
+bench: install
+	@set -e; for script in benchmarks/bench_*.py; do \
+		echo "== $$script $(BENCH_ARGS)"; $(BIN)/python $$script $(BENCH_ARGS); done
+
+# pytest exits with 5 when it collects nothing: that is a broken suite, not a pass.
+test: install
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; the suite is broken" >&2; exit 1; fi; \
+	exit $$rc
+
+test-all: install
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+clean:
+	rm -rf out demo .pytest_cache benchmarks/out
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

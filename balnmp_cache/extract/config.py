@@ -1,0 +1,55 @@
+"""Configuration of stage 1 (``balnmp-cache extract`` / ``stages/extract.toml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from balnmp_cache.config import StageConfig
+
+__all__ = ["ExtractConfig"]
+
+
+class ExtractConfig(StageConfig):
+    """Everything ``extract`` needs; keys of ``stages/extract.toml`` and ``--flags`` of the CLI."""
+
+    sources: list[Path] = Field(
+        default_factory=list,
+        description="slide files, folders of slides, BCNB roots, folders of BCNB pre-cut patches, or manifest CSVs",
+    )
+    out: Path = Field(Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/")
+    encoder: str = Field("efficientnet_lite0", description="encoder name (balnmp-cache doctor lists them)")
+    mode: Literal["avg", "max", "flatten"] | None = Field(None, description="feature mode; default: the encoder's")
+    weights: str = Field("imagenet", description="'imagenet', 'random' (seeded) or a checkpoint path")
+    seed: int = Field(0, description="seed of random weights")
+    patch_px: int = Field(256, ge=16, le=4096, description="patch side in pixels at the read resolution")
+    target_mpp: float | None = Field(None, gt=0, description="read at this µm/px instead of native resolution")
+    magnification: float | None = Field(None, gt=0, description="read at this objective power instead of native")
+    slide_mpp: float | None = Field(None, gt=0, description="µm/px of slides whose files carry none")
+    format: Literal["hdf5", "zarr"] = Field("hdf5", description="feature-store format")
+    dtype: Literal["float16", "float32"] = Field("float16", description="stored feature dtype")
+    skip_errors: bool = Field(True, description="record a failing slide in the manifest and go on")
+    force: bool = Field(False, description="redo slides that are already complete")
+    patch_filter: Literal["white_ratio", "background"] = Field(
+        "white_ratio",
+        description="'white_ratio': the official rule (share of channel values == 255); "
+        "'background': near-white / low-saturation pixel share",
+    )
+    white_ratio_max: float = Field(0.3, gt=0, le=1, description="drop a patch when its white ratio is >= this")
+    background_max: float = Field(0.5, gt=0, le=1, description="drop a patch when its background share is >= this")
+    min_tissue: float = Field(0.5, gt=0, le=1, description="tissue share a patch needs when no annotation exists")
+    prefer: Literal["jpeg", "pyramidal"] = Field("jpeg", description="which slide form of a BCNB root to read")
+    batch_size: int = Field(32, ge=1, le=4096, description="patches per encoder batch")
+    num_workers: int = Field(2, ge=1, le=64, description="reader threads")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision; 'auto' = bf16 on a GPU, fp32 on the CPU"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExtractConfig:
+        if self.target_mpp is not None and self.magnification is not None:
+            raise ValueError("give either target_mpp (--target-mpp) or magnification (--magnification), not both")
+        return self
