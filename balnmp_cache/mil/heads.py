@@ -185,7 +185,8 @@ class ClinicalOnlyHead(MILHead):
         if clinical_dim <= 0:
             raise ConfigError(
                 f"MIL head 'clinical_only' needs clinical data, but clinical_dim={clinical_dim}; "
-                "turn clinical inputs on in the train configuration or choose an image head "
+                "turn clinical inputs on (`clinical = true` in the train configuration, or --clinical) "
+                "or choose an image head "
                 "(balnmp, abmil, gated_abmil, mean, max)"
             )
         super().__init__(in_dim=in_dim, n_classes=n_classes, clinical_dim=clinical_dim, expand_times=expand_times)

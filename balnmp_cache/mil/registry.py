@@ -82,7 +82,7 @@ def _lookup(name: str) -> type[MILHead]:
     except KeyError:
         raise ConfigError(
             f"unknown MIL head {name!r}; valid heads are: {', '.join(sorted(_HEADS))} "
-            "(set the head name in the train configuration or with --head)"
+            "(the `head` key of the train configuration, or --head)"
         ) from None
 
 
@@ -124,12 +124,15 @@ def create_head(name: str, *, in_dim: int, n_classes: int, clinical_dim: int = 0
         listing = ", ".join(f"{k}={v!r}" for k, v in valid.items())
         raise ConfigError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for MIL head {name!r}; "
-            f"valid options (with defaults) are: {listing}"
+            f"valid options (with defaults) are: {listing} (the `head_options` table of the train configuration)"
         )
     for key, value in options.items():
         rule = _OPTION_RULES.get(key)
         if rule is not None and not rule[0](value):
-            raise ConfigError(f"MIL head {name!r}: option {key}={value!r} is invalid; it must be {rule[1]}")
+            raise ConfigError(
+                f"MIL head {name!r}: option {key}={value!r} is invalid; it must be {rule[1]} "
+                "(the `head_options` table of the train configuration)"
+            )
     if not (_is_int(in_dim) and in_dim >= 1):
         raise ConfigError(
             f"MIL head {name!r}: in_dim={in_dim!r} is invalid; it must be the cache's feature dimension (>= 1)"
