@@ -30,8 +30,8 @@ def extract_summary(result: Any) -> Group:
     shown = [r for r in rows if r.status != "ok"] + [r for r in rows if r.status == "ok"][: max(0, 10 - len(rows))]
     for row in shown[:50]:
         table.add_row(
-            row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-            str(row.n_patches), f"{row.seconds:.1f}", row.reason,
+            Text(row.slide_id), Text(row.patient_id), Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
+            str(row.n_patches), f"{row.seconds:.1f}", Text(row.reason),
         )
     if len(rows) > len(shown):
         table.caption = f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv"
@@ -77,7 +77,7 @@ def predict_summary(result: Any) -> Group:
     table.add_column("top attention patches", overflow="fold")
     for row in result.rows:
         patches = "; ".join(f"{key} ({att:.2f})" for key, att in row.top_patches)
-        table.add_row(row.patient_id, *(_fmt(p) for p in row.probabilities), patches)
+        table.add_row(Text(row.patient_id), *(_fmt(p) for p in row.probabilities), Text(patches))
     return Group(table, Text(f"written to {result.out}"))
 
 
@@ -88,7 +88,7 @@ def verify_summary(cache_dir: Path, problems: Sequence[Any]) -> Group | Text:
     table.add_column("file", overflow="fold")
     table.add_column("problem", overflow="fold")
     for p in problems:
-        table.add_row(str(p.path), p.message)
+        table.add_row(Text(str(p.path)), Text(p.message))
     return Group(table)
 
 
@@ -97,5 +97,5 @@ def doctor_table(checks: Sequence[Any]) -> Table:
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(c.name, Text(c.status, style=_STATUS_STYLE.get(c.status, "green")), c.detail, c.fix or "")
+        table.add_row(Text(c.name), Text(c.status, style=_STATUS_STYLE.get(c.status, "green")), Text(c.detail), Text(c.fix or ""))
     return table

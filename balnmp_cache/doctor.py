@@ -111,7 +111,7 @@ def _weights_checks() -> list[Check]:
                 f"weights: {name}",
                 "ok" if ok else "warn",
                 state,
-                "" if ok else "put the file named in the detail into the torch hub cache, or use --weights PATH / --weights random",
+                "" if ok else "see the detail; --weights random works without any file",
             )
         )
     return checks
