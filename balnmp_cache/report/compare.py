@@ -1,0 +1,61 @@
+"""Paired DeLong tests between runs evaluated on the same patients (``comparisons.json``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from balnmp_cache.report.delong import paired_delong_test
+from balnmp_cache.report.predictions import SPLITS, RunPredictions, check_same_patients, comparable
+
+__all__ = ["COMPARISON_KEYS", "compare_runs", "group_runs"]
+
+log = logging.getLogger(__name__)
+
+COMPARISON_KEYS = ("run_a", "run_b", "split", "n", "auc_a", "auc_b", "z", "p_value", "notes")
+"""Keys of a ``comparisons.json`` record (``n`` and ``notes`` are additions to the issue's list)."""
+
+
+def group_runs(runs: Sequence[RunPredictions]) -> list[list[RunPredictions]]:
+    """Runs grouped by :func:`~balnmp_cache.report.predictions.comparable` (same task), in input order."""
+    groups: list[list[RunPredictions]] = []
+    for run in runs:
+        for group in groups:
+            if comparable(group[0], run):
+                group.append(run)
+                break
+        else:
+            groups.append([run])
+    return groups
+
+
+def compare_runs(runs: Sequence[RunPredictions]) -> list[dict[str, Any]]:
+    """Paired DeLong test for every pair of comparable binary runs and every split they share.
+
+    Pairs of the same task must hold the same patients and labels in each shared split; runs of
+    different tasks are not compared. Multi-class runs are checked for the same patients but not
+    tested (DeLong's test is for binary ROC curves).
+
+    Raises:
+        ReportInputError: two runs of the same task hold different patients or labels in a split.
+    """
+    records = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            if not comparable(a, b):
+                log.info("runs %s and %s are different tasks: not compared", a.name, b.name)
+                continue
+            for split in SPLITS:
+                if split not in a.splits or split not in b.splits:
+                    continue
+                check_same_patients(a, b, split)
+                if not a.is_binary:
+                    continue
+                test = paired_delong_test(a.scores(split), b.scores(split), a.labels(split))
+                records.append({
+                    "run_a": a.name, "run_b": b.name, "split": split, "n": len(a.labels(split)),
+                    "auc_a": test.auc_a, "auc_b": test.auc_b, "z": test.z, "p_value": test.p_value,
+                    "notes": [test.note] if test.note else [],
+                })  # fmt: skip
+    return records

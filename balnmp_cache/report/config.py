@@ -1,0 +1,56 @@
+"""Configuration of the ``report`` stage (``stages/report.toml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from balnmp_cache.config import StageConfig
+
+__all__ = ["DEFAULT_TABLE1_COLUMNS", "ReportConfig", "ThresholdRule"]
+
+ThresholdRule = Literal["0.5", "youden"]
+
+DEFAULT_TABLE1_COLUMNS = ["Tumour Type", "Molecular subtype", "Histological grading"]
+
+
+class ReportConfig(StageConfig):
+    """Settings of ``balnmp-cache report``.
+
+    Attributes:
+        paths: run directories or ``predictions.csv`` files (the ``PATH...`` arguments).
+        out: output directory (``--out``).
+        clinical: the cohort (BCNB root or CSV) for subgroups and Table 1 (``--clinical``); ``None`` skips them.
+        alpha: 1 - confidence level of every interval (0.05 gives 95% intervals).
+        thresholds: threshold rules, each reported separately: ``"0.5"`` (the official code, score >= 0.5
+            is positive) and ``"youden"`` (Youden-optimal on the val split, applied to every split).
+        age_cutoff: age subgroups are ``<= age_cutoff`` and ``> age_cutoff`` (years).
+        t_stage_cutoff_cm: T1 is a tumour size ``<= t_stage_cutoff_cm``, T2 is larger (cm).
+        figure_formats: file formats of the figures; the HTML report embeds PNGs either way.
+        table1_columns: extra categorical cohort columns summarised in Table 1 when present.
+    """
+
+    paths: list[Path] = Field(default_factory=list)
+    out: Path = Path("out/report")
+    clinical: Path | None = None
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    thresholds: list[ThresholdRule] = Field(default_factory=lambda: ["0.5", "youden"], min_length=1)
+    age_cutoff: float = Field(default=50.0, gt=0.0)
+    t_stage_cutoff_cm: float = Field(default=2.0, gt=0.0)
+    figure_formats: list[Literal["png", "svg"]] = Field(default_factory=lambda: ["png", "svg"], min_length=1)
+    table1_columns: list[str] = Field(default_factory=lambda: list(DEFAULT_TABLE1_COLUMNS))
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _numbers_as_rules(cls, value: Any) -> Any:
+        # ``thresholds = [0.5, "youden"]`` in TOML is accepted as the rule "0.5".
+        if isinstance(value, (list, tuple)):
+            return [str(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("thresholds", "figure_formats")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))

@@ -1,0 +1,93 @@
+"""Metrics of tasks with more than two classes (task 2: N0 vs N+(1-2) vs N+(>2)).
+
+The predicted class is the argmax of ``p_0 … p_{C-1}`` (ties go to the lower class index, as
+``numpy.argmax``). Reported per run and split: the macro one-vs-rest AUC, accuracy, per-class
+one-vs-rest AUC, precision and recall with Clopper–Pearson intervals, and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from balnmp_cache.report.intervals import proportion
+from balnmp_cache.report.predictions import RunPredictions
+
+__all__ = ["evaluate_multiclass", "multiclass_metrics"]
+
+
+def multiclass_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, *, classes: Sequence[str], alpha: float = 0.05
+) -> dict[str, Any]:
+    """Metrics of one split of a multi-class run.
+
+    Args:
+        labels: ``(n,)`` integer labels in ``0..C-1``.
+        probabilities: ``(n, C)`` class probabilities.
+        classes: ``C`` class names.
+        alpha: 1 - confidence level.
+
+    Returns:
+        ``n``, ``macro_auc`` (mean of the defined one-vs-rest AUCs, ``None`` if none is defined),
+        ``acc``/``acc_ci``, ``per_class`` (a list of dicts with ``class``, ``support``, ``auc_ovr``,
+        ``precision``, ``precision_ci``, ``recall``, ``recall_ci``), ``confusion`` (``C × C`` counts,
+        rows true class, columns predicted class) and ``notes``.
+    """
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    confusion = confusion_matrix(labels, predicted, labels=list(range(n_classes)))  # (C, C)
+    notes: list[str] = []
+    per_class = []
+    aucs = []
+    for c, name in enumerate(classes):
+        is_c = labels == c
+        auc = None
+        if is_c.all() or not is_c.any():
+            notes.append(f"one-vs-rest AUC of class {name} undefined: the split has {'only' if is_c.all() else 'no'} patients of it")
+        else:
+            auc = float(roc_auc_score(is_c, probabilities[:, c]))
+            aucs.append(auc)
+        precision = proportion(int(confusion[c, c]), int(confusion[:, c].sum()), alpha=alpha, what=f"precision of {name} (never predicted)")
+        recall = proportion(int(confusion[c, c]), int(confusion[c, :].sum()), alpha=alpha, what=f"recall of {name} (no patients)")
+        notes += [e.note for e in (precision, recall) if e.note]
+        per_class.append({
+            "class": name,
+            "support": int(is_c.sum()),
+            "auc_ovr": auc,
+            "precision": precision.value,
+            "precision_ci": list(precision.ci) if precision.ci else None,
+            "recall": recall.value,
+            "recall_ci": list(recall.ci) if recall.ci else None,
+        })  # fmt: skip
+    if aucs and len(aucs) < n_classes:
+        notes.append(f"macro AUC averages the {len(aucs)} of {n_classes} classes whose one-vs-rest AUC is defined")
+    if not aucs:
+        notes.append("macro AUC undefined: no class has a defined one-vs-rest AUC")
+    acc = proportion(int(np.trace(confusion)), len(labels), alpha=alpha, what="accuracy")
+    return {
+        "n": int(len(labels)),
+        "macro_auc": float(np.mean(aucs)) if aucs else None,
+        "acc": acc.value,
+        "acc_ci": list(acc.ci) if acc.ci else None,
+        "per_class": per_class,
+        "confusion": confusion.astype(int).tolist(),
+        "notes": notes,
+    }
+
+
+def evaluate_multiclass(runs: Sequence[RunPredictions], *, alpha: float = 0.05) -> list[dict[str, Any]]:
+    """One record per multi-class run and split: ``run``, ``split``, ``classes`` and :func:`multiclass_metrics`."""
+    records = []
+    for run in runs:
+        if run.is_binary:
+            continue
+        for split in run.splits:
+            metrics = multiclass_metrics(run.labels(split), run.probabilities(split), classes=run.classes, alpha=alpha)
+            records.append({"run": run.name, "split": split, "classes": list(run.classes), **metrics})
+    return records

@@ -1,0 +1,152 @@
+"""Subgroup analysis of the test split: metrics per subgroup and a test of the AUC difference.
+
+Subgroups follow the paper: age ``<= cutoff`` vs ``> cutoff`` (50 years), T stage (T1: tumour size
+``<= 2 cm``, T2: ``> 2 cm``), ER, PR and HER2 positive vs negative. The two AUCs of a variable come
+from disjoint patients, so their difference is tested with ``z = (A1 - A2) / sqrt(SE1² + SE2²)``
+using DeLong standard errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from balnmp_cache.report.binary import METRIC_KEYS, Threshold, binary_metrics
+from balnmp_cache.report.delong import delong_se, unpaired_auc_test
+from balnmp_cache.report.predictions import RunPredictions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "subgroup_levels", "subgroup_records"]
+
+log = logging.getLogger(__name__)
+
+SUBGROUP_TITLES = {"age": "Age", "t_stage": "T stage", "er": "ER", "pr": "PR", "her2": "HER2"}
+_METRIC_PART = tuple(k for k in METRIC_KEYS if k not in ("run", "split", "threshold_rule", "threshold", "threshold_note", "notes"))
+SUBGROUP_KEYS = ("run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes")
+"""Keys of a subgroup record (``subgroups.json`` / ``subgroups.csv``)."""
+
+
+def receptor_status(values: pd.Series) -> pd.Series:
+    """``Positive``/``Negative`` (any case, surrounding spaces ignored); anything else becomes missing."""
+    normal = values.astype("string").str.strip().str.lower()
+    return normal.map({"positive": "Positive", "negative": "Negative"}).astype(object)
+
+
+def subgroup_levels(
+    cohort: pd.DataFrame, *, age_cutoff: float = 50.0, t_stage_cutoff_cm: float = 2.0
+) -> dict[str, tuple[pd.Series, tuple[str, str]]]:
+    """Each patient's level of every subgroup variable the cohort supports.
+
+    Args:
+        cohort: ``load_cohort(...).table``: indexed by ``patient_id`` (str) with ``age``,
+            ``tumour_size_cm``, ``er``, ``pr``, ``her2``; a missing column skips its variable.
+        age_cutoff: years; ``<=`` goes to the first level.
+        t_stage_cutoff_cm: cm; ``<=`` is T1.
+
+    Returns:
+        ``{variable: (levels, (first, second))}``; ``levels`` is indexed by patient id and holds
+        ``None`` where the value is missing or unrecognised.
+    """
+    import pandas as pd
+
+    out: dict[str, tuple[pd.Series, tuple[str, str]]] = {}
+    index = cohort.index.astype(str)
+    if "age" in cohort:
+        age = pd.to_numeric(cohort["age"], errors="coerce").to_numpy()
+        names = (f"<= {age_cutoff:g} y", f"> {age_cutoff:g} y")
+        out["age"] = (pd.Series(np.where(np.isnan(age), None, np.where(age <= age_cutoff, *names)), index=index, dtype=object), names)
+    if "tumour_size_cm" in cohort:
+        size = pd.to_numeric(cohort["tumour_size_cm"], errors="coerce").to_numpy()
+        names = (f"T1 (<= {t_stage_cutoff_cm:g} cm)", f"T2 (> {t_stage_cutoff_cm:g} cm)")
+        levels = np.where(np.isnan(size), None, np.where(size <= t_stage_cutoff_cm, *names))
+        out["t_stage"] = (pd.Series(levels, index=index, dtype=object), names)
+    for column in ("er", "pr", "her2"):
+        if column in cohort:
+            out[column] = (pd.Series(receptor_status(cohort[column]).to_numpy(), index=index, dtype=object), ("Positive", "Negative"))
+    return out
+
+
+def _empty_metrics() -> dict[str, Any]:
+    record: dict[str, Any] = {key: None for key in _METRIC_PART}
+    record.update({"n": 0, "tp": 0, "fp": 0, "tn": 0, "fn": 0})
+    return record
+
+
+def subgroup_records(
+    runs: Sequence[RunPredictions],
+    cohort: pd.DataFrame,
+    *,
+    thresholds: Mapping[str, Mapping[str, Threshold]],
+    alpha: float = 0.05,
+    age_cutoff: float = 50.0,
+    t_stage_cutoff_cm: float = 2.0,
+    split: str = "test",
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Subgroup records of every binary run's ``split`` for each threshold rule.
+
+    Args:
+        runs: the runs; multi-class runs and runs without ``split`` are skipped.
+        cohort: the cohort table (see :func:`subgroup_levels`).
+        thresholds: ``{run: {rule: Threshold}}`` from :func:`~balnmp_cache.report.binary.evaluate_binary`.
+        alpha: 1 - confidence level.
+        age_cutoff, t_stage_cutoff_cm: subgroup cut-offs (years, cm).
+        split: the split analysed.
+
+    Returns:
+        Records with :data:`SUBGROUP_KEYS` (``z`` and ``p_value`` test the AUC difference of the two
+        levels and repeat on both rows) and warnings (patients missing from the cohort, variables
+        the cohort lacks).
+    """
+    import pandas as pd
+
+    warnings: list[str] = []
+    variables = subgroup_levels(cohort, age_cutoff=age_cutoff, t_stage_cutoff_cm=t_stage_cutoff_cm)
+    lacking = [SUBGROUP_TITLES[v] for v in SUBGROUP_TITLES if v not in variables]
+    if lacking:
+        warnings.append(f"the cohort has no column for the subgroup(s) {', '.join(lacking)}: skipped")
+    records: list[dict[str, Any]] = []
+    for run in runs:
+        if not run.is_binary or split not in run.splits:
+            continue
+        frame = run.split_frame(split)
+        ids = frame["patient_id"].astype(str).to_numpy()
+        labels, scores = frame["label"].to_numpy(dtype=int), frame["p_1"].to_numpy(dtype=np.float64)
+        unknown = sorted(set(ids) - set(cohort.index.astype(str)))
+        if unknown:
+            warnings.append(
+                f"run {run.name}: {len(unknown)} {split} patient(s) are not in the cohort and are left out of the "
+                f"subgroups (e.g. {', '.join(unknown[:5])})"
+            )
+        for variable, (levels, names) in variables.items():
+            level_of = levels[~levels.index.duplicated()].reindex(ids).to_numpy()
+            parts, tests = [], []
+            for name in names:
+                mask = level_of == name
+                parts.append(mask)
+                if mask.any() and 0 < labels[mask].sum() < mask.sum():
+                    tests.append(delong_se(scores[mask], labels[mask]))
+                else:
+                    tests.append((None, None))
+            test = unpaired_auc_test(tests[0][0], tests[0][1], tests[1][0], tests[1][1])
+            n_unknown = int(pd.isna(level_of).sum())
+            for rule, cut in thresholds[run.name].items():
+                for name, mask in zip(names, parts, strict=True):
+                    if mask.any():
+                        metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
+                    else:
+                        metrics = {**_empty_metrics(), "notes": ["no patients in this subgroup: every metric undefined"]}
+                    notes = list(metrics["notes"])
+                    if test.note:
+                        notes.append(f"subgroup test: {test.note}")
+                    if n_unknown:
+                        notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[variable]} left out")
+                    base = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value,
+                            "variable": variable, "level": name, "z": test.z, "p_value": test.p_value}  # fmt: skip
+                    merged = {**metrics, **base, "notes": notes}
+                    records.append({key: merged.get(key) for key in SUBGROUP_KEYS})
+    return records, warnings

@@ -1,0 +1,160 @@
+"""Table 1: characteristics of the training and test cohorts.
+
+The training cohort is the paper's: train + val ("T + V", 840 patients in BCNB); the test cohort is
+the independent test set (I-T). Continuous variables are shown as mean ± SD (ddof 1) and compared with
+the two-sided Mann–Whitney U test; categorical ones as counts (% of the non-missing patients of the
+column) and compared with Pearson's chi-square test without continuity correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from balnmp_cache.report.subgroups import receptor_status
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["TABLE1_KEYS", "cohort_groups", "table1"]
+
+TABLE1_KEYS = ("characteristic", "level", "all", "training", "test", "p_value", "test_name", "note")
+GROUPS = ("training", "test")
+_ORDER = {
+    "aln_status": ["N0", "N+(1-2)", "N+(>2)"],
+    "er": ["Positive", "Negative"],
+    "pr": ["Positive", "Negative"],
+    "her2": ["Positive", "Negative"],
+}
+
+
+def cohort_groups(cohort: pd.DataFrame, fallback: pd.Series | None = None) -> pd.Series:
+    """``training`` (train or val), ``test`` or ``None`` per cohort patient.
+
+    Args:
+        cohort: the cohort table with a ``split`` column (may be missing or partly empty).
+        fallback: split per patient id used where the cohort has none (e.g. from the predictions).
+    """
+    import pandas as pd
+
+    index = cohort.index.astype(str)
+    split = pd.Series(cohort["split"].to_numpy() if "split" in cohort else None, index=index, dtype=object)
+    if fallback is not None:
+        fallback = fallback[~fallback.index.duplicated()]
+        split = split.where(split.notna(), fallback.reindex(index))
+    mapping = {"train": "training", "val": "training", "test": "test"}
+    return split.map(lambda s: mapping.get(str(s).strip().lower()) if isinstance(s, str) else None)
+
+
+def _continuous(name: str, values: pd.Series, group: pd.Series) -> list[dict[str, Any]]:
+    from scipy.stats import mannwhitneyu
+
+    def summary(v: np.ndarray) -> str:
+        if len(v) == 0:
+            return "–"
+        return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f} (n = 1)"
+
+    parts = {g: values[group == g].dropna().to_numpy(dtype=np.float64) for g in GROUPS}
+    note = None
+    p_value = None
+    if len(parts["training"]) and len(parts["test"]):
+        p_value = float(mannwhitneyu(parts["training"], parts["test"], alternative="two-sided").pvalue)
+    else:
+        note = "no test: a cohort has no values"
+    row = {"characteristic": name, "level": "mean ± SD", "all": summary(np.concatenate(list(parts.values()))),
+           **{g: summary(parts[g]) for g in GROUPS}, "p_value": p_value, "test_name": "Mann-Whitney U", "note": note}  # fmt: skip
+    rows = [row]
+    missing = {g: int(values[group == g].isna().sum()) for g in GROUPS}
+    if sum(missing.values()):
+        rows.append(_count_row(name, "missing", missing))
+    return rows
+
+
+def _count_row(name: str, level: str, counts: dict[str, int], totals: dict[str, int] | None = None) -> dict[str, Any]:
+    def cell(count: int, total: int | None) -> str:
+        return f"{count} ({100.0 * count / total:.1f}%)" if total else str(count)
+
+    totals = totals or {}
+    all_total = sum(totals.values()) if totals else None
+    return {"characteristic": name, "level": level, "all": cell(sum(counts.values()), all_total),
+            **{g: cell(counts[g], totals.get(g)) for g in GROUPS}, "p_value": None, "test_name": None, "note": None}  # fmt: skip
+
+
+def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence[str] | None) -> list[dict[str, Any]]:
+    import pandas as pd
+    from scipy.stats import chi2_contingency
+
+    known = values.notna() & group.notna()
+    table = pd.crosstab(values[known].astype(str), group[known]).reindex(columns=list(GROUPS), fill_value=0)
+    levels = [lv for lv in (order or []) if lv in table.index] + sorted(lv for lv in table.index if lv not in (order or []))
+    table = table.reindex(levels)
+    nonzero = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
+    p_value, note = None, None
+    if nonzero.shape[0] >= 2 and nonzero.shape[1] == 2:
+        p_value = float(chi2_contingency(nonzero.to_numpy(), correction=False).pvalue)
+    else:
+        note = "no test: needs two cohorts and at least two observed levels"
+    totals = {g: int(table[g].sum()) for g in GROUPS}
+    header = {"characteristic": name, "level": "", "all": "", "training": "", "test": "", "p_value": p_value,
+              "test_name": "chi-square", "note": note}  # fmt: skip
+    rows = [header] + [_count_row(name, lv, {g: int(table.loc[lv, g]) for g in GROUPS}, totals) for lv in levels]
+    missing = {g: int((values.isna() & (group == g)).sum()) for g in GROUPS}
+    if sum(missing.values()):
+        rows.append(_count_row(name, "missing", missing))
+    return rows
+
+
+def table1(
+    cohort: pd.DataFrame,
+    *,
+    groups: pd.Series | None = None,
+    t_stage_cutoff_cm: float = 2.0,
+    extra_columns: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of Table 1.
+
+    Args:
+        cohort: ``load_cohort(...).table`` (``age``, ``tumour_size_cm``, ``er``, ``pr``, ``her2``,
+            ``aln_status``, ``split`` and raw columns); absent columns are skipped.
+        groups: ``training``/``test``/``None`` per patient (default :func:`cohort_groups` of ``cohort``).
+        t_stage_cutoff_cm: T1 is a tumour size ``<=`` this (cm).
+        extra_columns: further categorical columns to summarise when present.
+
+    Returns:
+        Rows with :data:`TABLE1_KEYS` (cells are formatted strings, ``p_value`` a float or ``None``) and
+        warnings.
+    """
+    import pandas as pd
+
+    warnings: list[str] = []
+    group = (groups if groups is not None else cohort_groups(cohort)).reindex(cohort.index.astype(str))
+    data = cohort.copy()
+    data.index = data.index.astype(str)
+    n_none = int(group.isna().sum())
+    if n_none:
+        warnings.append(f"Table 1: {n_none} patient(s) belong to no split and are left out")
+    keep = group.notna()
+    data, group = data[keep], group[keep]
+    counts = {g: int((group == g).sum()) for g in GROUPS}
+    rows: list[dict[str, Any]] = [{"characteristic": "Patients", "level": "n", "all": str(sum(counts.values())),
+                                   **{g: str(counts[g]) for g in GROUPS}, "p_value": None, "test_name": None, "note": None}]  # fmt: skip
+    if "age" in data:
+        rows += _continuous("Age (years)", pd.to_numeric(data["age"], errors="coerce"), group)
+    if "tumour_size_cm" in data:
+        size = pd.to_numeric(data["tumour_size_cm"], errors="coerce")
+        rows += _continuous("Tumour size (cm)", size, group)
+        stage = pd.Series(np.where(size.isna(), None, np.where(size <= t_stage_cutoff_cm, "T1", "T2")), index=size.index)
+        rows += _categorical(f"T stage (T1 <= {t_stage_cutoff_cm:g} cm)", stage, group, ["T1", "T2"])
+    for column, title in (("er", "ER"), ("pr", "PR"), ("her2", "HER2")):
+        if column in data:
+            rows += _categorical(title, receptor_status(data[column]), group, _ORDER[column])
+    if "aln_status" in data:
+        rows += _categorical("ALN status", data["aln_status"].astype(object).where(data["aln_status"].notna()), group, _ORDER["aln_status"])
+    for column in extra_columns:
+        if column in data:
+            rows += _categorical(column, data[column].astype(object).where(data[column].notna()), group, None)
+    if not counts["training"] or not counts["test"]:
+        warnings.append("Table 1: the cohort lacks a training or a test group; its tests are undefined")
+    return rows, warnings
