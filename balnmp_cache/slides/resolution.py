@@ -1,0 +1,134 @@
+"""Which level to read and how many level-0 pixels one patch covers, for a target MPP or magnification.
+
+Stage 1 reads at native resolution by default (the official BALNMP patches are 256 px of the full
+resolution JPEG). A target is opt-in:
+
+- ``target_mpp`` (µm per patch pixel) needs the slide's MPP: from the metadata, or ``slide_mpp`` as
+  an override (``--slide-mpp``; BCNB JPEGs carry none).
+- ``magnification`` is converted with the usual convention **MPP = 10 µm / magnification**
+  (20x = 0.5 µm/px) when the slide's MPP is known; otherwise the objective power is used as a ratio
+  (downsample = objective power / magnification). Neither known: an error naming ``--slide-mpp``.
+
+The patch covers ``patch_level0_px = round(patch_px * downsample)`` level-0 pixels; it is read at the
+coarsest level that is not coarser than needed (:func:`best_level_for_downsample`), as ``read_px``
+pixels of that level, then resized to ``patch_px`` by the caller when ``read_px != patch_px``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from balnmp_cache.errors import ConfigError, SlideError
+from balnmp_cache.slides.readers import SlideReader, best_level_for_downsample
+
+__all__ = ["ResolutionPlan", "plan_resolution"]
+
+# Targets up to 10 % finer than the scan are read at level 0 and upsampled slightly; finer is refused.
+_UPSAMPLE_TOLERANCE = 0.9
+
+
+@dataclass(frozen=True)
+class ResolutionPlan:
+    """How to cut patches from one slide.
+
+    Attributes:
+        patch_px: side of a patch as handed to the encoder's transform, in pixels.
+        patch_level0_px: side of a patch in level-0 pixels (the grid stride).
+        read_level: the pyramid level to read.
+        read_px: side to read at ``read_level``; resize to ``patch_px`` when different.
+        downsample: ``patch_level0_px / patch_px``, level-0 pixels per patch pixel.
+        mpp: effective µm per patch pixel, ``None`` when the slide's MPP is unknown.
+        mpp_source: ``"metadata"``, ``"override"`` (``slide_mpp``) or ``"none"``.
+        magnification: effective magnification of the patch (objective power / downsample, else
+            10 / mpp), ``None`` when neither is known.
+    """
+
+    patch_px: int
+    patch_level0_px: int
+    read_level: int
+    read_px: int
+    downsample: float
+    mpp: float | None
+    mpp_source: Literal["metadata", "override", "none"]
+    magnification: float | None
+
+
+def plan_resolution(
+    reader: SlideReader,
+    *,
+    patch_px: int,
+    target_mpp: float | None = None,
+    magnification: float | None = None,
+    slide_mpp: float | None = None,
+) -> ResolutionPlan:
+    """Plan the read for one slide.
+
+    Args:
+        reader: the open slide.
+        patch_px: patch side in output pixels (256 for BALNMP).
+        target_mpp: wanted µm per patch pixel; ``None`` with ``magnification`` ``None`` = native.
+        magnification: wanted magnification (e.g. 20 for 20x), alternative to ``target_mpp``.
+        slide_mpp: µm per level-0 pixel to use instead of the metadata (``--slide-mpp``).
+
+    Raises:
+        ConfigError: both targets given, or a non-positive value.
+        SlideError: a target is asked for but the slide's MPP (or objective power) is unknown, or the
+            target is finer than the scan.
+    """
+    name = reader.path.name
+    if target_mpp is not None and magnification is not None:
+        raise ConfigError("give either target_mpp (--target-mpp) or magnification (--magnification), not both")
+    for key, value in (("patch_px", patch_px), ("target_mpp", target_mpp), ("magnification", magnification), ("slide_mpp", slide_mpp)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be positive, got {value!r} (--{key.replace('_', '-')})")
+    if slide_mpp is not None:
+        base_mpp, source = float(slide_mpp), "override"
+    elif reader.mpp is not None:
+        base_mpp, source = float(reader.mpp), "metadata"
+    else:
+        base_mpp, source = None, "none"
+    objective = reader.magnification
+
+    if target_mpp is None and magnification is None:
+        downsample = 1.0
+    elif target_mpp is not None:
+        if base_mpp is None:
+            raise SlideError(f"target MPP {target_mpp:g} asked for but {name} has no MPP metadata; pass --slide-mpp")
+        downsample = target_mpp / base_mpp
+    elif base_mpp is not None:
+        downsample = (10.0 / magnification) / base_mpp
+    elif objective is not None:
+        downsample = objective / magnification
+    else:
+        raise SlideError(
+            f"magnification {magnification:g}x asked for but {name} has neither MPP nor objective power "
+            "metadata; pass --slide-mpp"
+        )
+    if downsample < _UPSAMPLE_TOLERANCE:
+        wanted = f"target MPP {target_mpp:g}" if target_mpp is not None else f"magnification {magnification:g}x"
+        raise SlideError(
+            f"{wanted} is finer than the scan of {name} (downsample {downsample:.3f} < 1); "
+            "choose a coarser --target-mpp / --magnification or read at native resolution"
+        )
+    patch_level0_px = max(1, round(patch_px * downsample))
+    actual = patch_level0_px / patch_px
+    read_level = best_level_for_downsample(reader, actual)
+    read_px = max(1, round(patch_level0_px / reader.level_downsamples[read_level]))
+    mpp = base_mpp * actual if base_mpp is not None else None
+    if objective is not None:
+        effective_mag: float | None = objective / actual
+    elif mpp is not None:
+        effective_mag = 10.0 / mpp
+    else:
+        effective_mag = None
+    return ResolutionPlan(
+        patch_px=int(patch_px),
+        patch_level0_px=int(patch_level0_px),
+        read_level=int(read_level),
+        read_px=int(read_px),
+        downsample=float(actual),
+        mpp=mpp,
+        mpp_source=source,  # type: ignore[arg-type]
+        magnification=effective_mag,
+    )
