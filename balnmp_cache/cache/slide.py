@@ -1,0 +1,238 @@
+"""Write and read one slide's features, atomically, in HDF5 or Zarr.
+
+A write goes to ``.tmp-<pid>-<token>-<slide_id>.<ext>`` in the target directory while the writer
+holds the lock ``.locks/write-<pid>-<token>.lock``; the file gets ``complete=True`` as its last
+attribute, is fsynced and then renamed over ``<slide_id>.<ext>``. Readers therefore see either the
+previous complete file, or the new complete file, never a partial one; a crash leaves only the
+temporary, which :func:`~balnmp_cache.cache.locks.clean_stale_temporaries` removes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from balnmp_cache.cache.locks import writer_lock
+from balnmp_cache.cache.naming import SCHEMA_VERSION, check_slide_id, slide_path, temp_path
+from balnmp_cache.cache.schema import SlideFeatures, SlideHeader, check_layout, normalise_attrs
+from balnmp_cache.errors import CacheError
+
+__all__ = ["DTYPES", "is_complete", "read_header", "read_into", "read_slide", "write_slide"]
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float16", "float32")
+
+
+def _fsync_dir(directory: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
+    """Validate and convert the arrays of ``sf`` to their stored dtypes."""
+    sid = sf.slide_id
+    features = np.asarray(sf.features)
+    if features.ndim != 2 or features.shape[1] < 1:
+        raise CacheError(f"features of slide '{sid}' have shape {features.shape}; expected (N, D)")
+    n = features.shape[0]
+    if n == 0:
+        raise CacheError(
+            f"slide '{sid}' has no patches; record it in the manifest with status 'empty' instead of writing a file"
+        )
+    stored = np.ascontiguousarray(features, dtype=np.dtype(dtype))
+    # A float64 sum is finite exactly when every value is (no float16/32 sum can overflow it).
+    if not np.isfinite(stored.sum(dtype=np.float64)):
+        bad = int((~np.isfinite(stored)).sum())
+        hint = " (values beyond float16's range of 65504: write with dtype float32)" if dtype == "float16" else ""
+        raise CacheError(f"features of slide '{sid}' have {bad} NaN/inf values in {dtype}{hint}")
+    coords = np.asarray(sf.coords)
+    if coords.shape != (n, 2):
+        raise CacheError(f"coords of slide '{sid}' have shape {coords.shape}; expected ({n}, 2)")
+    if coords.dtype.kind == "f" and not np.array_equal(coords, np.round(coords)):
+        raise CacheError(f"coords of slide '{sid}' are not whole level-0 pixels; pass integer coordinates")
+    region_id = np.asarray(sf.region_id)
+    if region_id.shape != (n,) or (region_id.size and region_id.dtype.kind not in "iu"):
+        raise CacheError(f"region_id of slide '{sid}' has shape {region_id.shape}, dtype {region_id.dtype}; expected ({n},) int")
+    patch_key = np.asarray(sf.patch_key, dtype=object)
+    if patch_key.shape != (n,):
+        raise CacheError(f"patch_key of slide '{sid}' has shape {patch_key.shape}; expected ({n},)")
+    return {
+        "features": stored,
+        "coords": np.ascontiguousarray(coords, dtype=np.int64),
+        "region_id": np.ascontiguousarray(region_id, dtype=np.int32),
+        "patch_key": np.array([str(k) for k in patch_key], dtype=object),
+    }
+
+
+def write_slide(
+    directory: Path,
+    sf: SlideFeatures,
+    *,
+    format: Literal["hdf5", "zarr"] = "hdf5",
+    dtype: Literal["float16", "float32"] = "float16",
+) -> Path:
+    """Write one slide atomically to ``slide_path(directory, sf.slide_id, format)``, replacing any old file.
+
+    The attributes stored are ``sf.attrs`` plus ``schema_version``, ``slide_id``, ``n_patches``,
+    ``feature_dim`` and ``dtype`` from the data, ``created_utc`` and ``package_version`` when absent,
+    and ``complete=True`` last. Keys in sorted order, so equal inputs give byte-identical HDF5 files.
+
+    Args:
+        directory: the cache directory (created if missing).
+        sf: the slide; N >= 1 patches.
+        format: ``hdf5`` (fastest to read) or ``zarr`` (a Zarr v3 directory store).
+        dtype: the stored features dtype.
+
+    Returns:
+        The final path.
+
+    Raises:
+        CacheError: an invalid argument, N == 0, mismatched shapes, NaN/inf features or an attribute
+            that cannot be stored.
+    """
+    from balnmp_cache import __version__
+
+    check_slide_id(sf.slide_id)
+    if dtype not in DTYPES:
+        raise CacheError(f"features dtype '{dtype}' is not one of {', '.join(DTYPES)}; change --dtype")
+    directory = Path(directory)
+    final = slide_path(directory, sf.slide_id, format)
+    arrays = _prepare(sf, dtype)
+    attrs = normalise_attrs(sf.attrs)
+    attrs.setdefault("created_utc", datetime.now(UTC).isoformat(timespec="seconds"))
+    attrs.setdefault("package_version", __version__)
+    n, d = arrays["features"].shape
+    attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = temp_path(directory, sf.slide_id, format, token=token)
+    with writer_lock(directory, os.getpid(), token):
+        try:
+            if format == "hdf5":
+                from balnmp_cache.cache.hdf5_store import write_hdf5
+
+                write_hdf5(tmp, attrs=attrs, **arrays)
+                os.replace(tmp, final)
+            else:
+                from balnmp_cache.cache.zarr_store import write_zarr
+
+                write_zarr(tmp, attrs=attrs, **arrays)
+                _replace_dir(tmp, final, temp_path(directory, sf.slide_id, format, kind="old", token=token))
+            _fsync_dir(directory)
+        except BaseException:
+            _remove(tmp)
+            raise
+    log.debug("wrote %s (%d patches x %d, %s)", final, n, d, dtype)
+    return final
+
+
+def _replace_dir(tmp: Path, final: Path, old: Path) -> None:
+    """Rename the directory ``tmp`` to ``final``; an existing ``final`` is moved to ``old`` and removed."""
+    for _attempt in range(5):
+        try:
+            os.replace(final, old)
+        except FileNotFoundError:
+            pass
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another writer put a store back in between (no slide lock): try again
+            continue
+        finally:
+            _remove(old)
+        return
+    raise CacheError(f"could not replace {final}: another process keeps writing it; take slide_lock around writes")
+
+
+def read_header(path: Path) -> SlideHeader:
+    """Describe one slide file (ours in HDF5 or Zarr, CLAM, TRIDENT or STAMP) without reading its arrays.
+
+    Raises:
+        CacheError: the file is missing, unreadable or of an unknown layout.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CacheError(f"slide file {path} does not exist")
+    if path.is_dir():
+        from balnmp_cache.cache.zarr_store import zarr_header
+
+        return zarr_header(path)
+    from balnmp_cache.cache.hdf5_store import hdf5_header
+
+    return hdf5_header(path)
+
+
+def read_into(header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``features`` (N, D) and ``coords`` (N, 2) in place; returns ``(region_id, patch_key)``."""
+    if header.storage == "zarr":
+        from balnmp_cache.cache.zarr_store import zarr_read_into
+
+        return zarr_read_into(header, features, coords)
+    from balnmp_cache.cache.hdf5_store import hdf5_read_into
+
+    return hdf5_read_into(header, features, coords)
+
+
+def read_slide(path: Path) -> SlideFeatures:
+    """Read one slide: ours (HDF5 or Zarr), CLAM/TRIDENT (``features``, ``coords``) or STAMP (``feats``, ``coords``).
+
+    ``attrs`` holds the file's attributes plus ``source_format`` (``balnmp``, ``clam``, ``trident``,
+    ``stamp``) and ``coords_unit`` (``level0_px``; STAMP: its ``unit``, µm, coords kept as given).
+    CLAM/TRIDENT/STAMP files get ``region_id`` -1 and ``patch_key`` ``"<slide_id>_<x>_<y>"``.
+
+    Raises:
+        CacheError: unreadable, of an unknown layout, with inconsistent shapes, or ours but incomplete.
+    """
+    header = read_header(path)
+    problems = check_layout(header)
+    if problems:
+        raise CacheError(f"{header.path}: {'; '.join(problems)}; delete it and re-run extract")
+    if not header.complete:
+        raise CacheError(f"{header.path} is incomplete (no complete flag: its writer stopped); re-run extract")
+    features = np.empty((header.n_patches, header.feature_dim), dtype=header.features_dtype)
+    coords = np.empty((header.n_patches, 2), dtype=header.coords_dtype)
+    region_id, patch_key = read_into(header, features, coords)
+    return SlideFeatures(header.slide_id, features, coords, region_id, patch_key, header.attrs)
+
+
+def is_complete(path: Path, *, cache_key: str | None = None) -> bool:
+    """Whether ``path`` is a finished slide file of ours (and of ``cache_key`` when given).
+
+    True when the ``complete`` flag is set, ``features`` has ``n_patches`` rows and, if
+    ``cache_key`` is given, the file's ``cache_key`` equals it. Missing, truncated, corrupt,
+    foreign or half-written files give False; this function never raises.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            from balnmp_cache.cache.zarr_store import zarr_is_complete
+
+            return bool(zarr_is_complete(path, cache_key))
+        if not path.is_file():
+            return False
+        from balnmp_cache.cache.hdf5_store import hdf5_is_complete
+
+        return bool(hdf5_is_complete(path, cache_key))
+    except Exception as err:  # a corrupt file may fail in any library layer; it is simply not complete
+        log.debug("%s is not complete: %s", path, err)
+        return False

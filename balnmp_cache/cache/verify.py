@@ -1,0 +1,190 @@
+"""Check a cache directory without modifying it: every problem names the file it is about."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from balnmp_cache.cache.load import check_provenance
+from balnmp_cache.cache.locks import try_lock
+from balnmp_cache.cache.manifest import read_manifest
+from balnmp_cache.cache.naming import (
+    AUX_TEMP_RE,
+    CACHE_JSON,
+    LOCKS_DIR,
+    MANIFEST_CSV,
+    cache_key,
+    list_slide_files,
+    parse_cache_dir_name,
+    parse_temp_name,
+    read_cache_json,
+)
+from balnmp_cache.cache.schema import SlideHeader, check_layout
+from balnmp_cache.cache.slide import read_header, read_into
+from balnmp_cache.errors import CacheError
+from balnmp_cache.progress import ProgressCallback, emit
+
+__all__ = ["Problem", "verify_cache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a cache: the file (or folder) concerned and what is wrong with it."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _directory_key(cache_dir: Path, problems: list[Problem]) -> str | None:
+    parsed = parse_cache_dir_name(cache_dir.name)
+    name_key = parsed[2] if parsed else None
+    json_path = cache_dir / CACHE_JSON
+    try:
+        params = read_cache_json(cache_dir)
+    except CacheError as err:
+        problems.append(Problem(json_path, str(err)))
+        return name_key
+    if params is None:
+        problems.append(Problem(json_path, "missing: the cache key's inputs are unknown; re-run extract"))
+        return name_key
+    json_key = cache_key(params)
+    if name_key is not None and json_key != name_key:
+        problems.append(Problem(json_path, f"hashes to key {json_key} but the directory is named for {name_key}"))
+    return name_key or json_key
+
+
+def _check_slide(header: SlideHeader, key: str | None, problems: list[Problem]) -> None:
+    path = header.path
+    layout = check_layout(header)
+    problems.extend(Problem(path, message) for message in layout)
+    if header.attrs.get("complete") is not True:
+        problems.append(Problem(path, "incomplete: no complete flag (its writer stopped); delete it and re-run extract"))
+    if key is not None and header.attrs.get("cache_key") != key:
+        problems.append(Problem(path, f"cache_key {header.attrs.get('cache_key')!r} is not the directory's key {key}"))
+    if layout:
+        return
+    features = np.empty((header.n_patches, header.feature_dim), dtype=header.features_dtype)
+    coords = np.empty((header.n_patches, 2), dtype=header.coords_dtype)
+    try:
+        read_into(header, features, coords)
+    except CacheError as err:
+        problems.append(Problem(path, str(err)))
+        return
+    bad = int(features.size - np.count_nonzero(np.isfinite(features)))
+    if bad:
+        rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        problems.append(Problem(path, f"{bad} NaN/inf feature values in {len(rows)} patch(es), first rows {rows[:5].tolist()}"))
+
+
+def _check_provenance(headers: list[SlideHeader], problems: list[Problem]) -> None:
+    disagree = check_provenance(headers)
+    disagree.pop("cache_key", None)  # reported per file against the directory's key
+    for key, groups in disagree.items():
+        majority, _ = Counter({value: len(paths) for value, paths in groups.items()}).most_common(1)[0]
+        for value, paths in groups.items():
+            if value == majority:
+                continue
+            for path in paths:
+                message = f"{key} is {value} but {len(groups[majority])} other slide(s) have {majority}"
+                problems.append(Problem(path, message))
+
+
+def _check_manifest(cache_dir: Path, files: dict[str, Path], headers: dict[str, SlideHeader], problems: list[Problem]) -> None:
+    path = cache_dir / MANIFEST_CSV
+    if not path.is_file():
+        problems.append(Problem(path, "missing; re-run extract to rebuild it"))
+        return
+    try:
+        rows = {row.slide_id: row for row in read_manifest(cache_dir)}
+    except CacheError as err:
+        problems.append(Problem(path, str(err)))
+        return
+    for sid, row in rows.items():
+        if row.status == "ok" and sid not in files:
+            problems.append(Problem(path, f"slide '{sid}' has status ok but no file; re-run extract"))
+        elif row.status == "ok" and sid in headers and headers[sid].n_patches != row.n_patches:
+            message = f"manifest says {row.n_patches} patches, the file has {headers[sid].n_patches}"
+            problems.append(Problem(files[sid], message))
+    for sid, file in files.items():
+        row = rows.get(sid)
+        if row is None or row.status != "ok":
+            status = f"status {row.status}" if row else "no row"
+            problems.append(Problem(file, f"the manifest has no 'ok' row for slide '{sid}' ({status})"))
+
+
+def _writer_alive(cache_dir: Path, pid: int, token: str) -> bool:
+    lock_file = cache_dir / LOCKS_DIR / f"write-{pid}-{token}.lock"
+    if not lock_file.exists():  # checking must not create it
+        return False
+    lock = try_lock(lock_file)
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+def _check_leftovers(cache_dir: Path, problems: list[Problem]) -> None:
+    for entry in sorted(cache_dir.iterdir()):
+        parsed = parse_temp_name(entry.name)
+        if parsed is not None:
+            if _writer_alive(cache_dir, parsed.pid, parsed.token):
+                problems.append(Problem(entry, f"temporary being written by a running process (pid {parsed.pid})"))
+            else:
+                problems.append(Problem(entry, f"temporary left by a stopped writer (pid {parsed.pid}); "
+                                               "remove it with clean_stale_temporaries or re-run extract"))
+        elif AUX_TEMP_RE.match(entry.name):
+            problems.append(Problem(entry, "temporary left by a manifest.csv/cache.json update; delete it"))
+
+
+def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -> list[Problem]:
+    """Check every file of a cache directory and return the problems found (empty: all good).
+
+    Checks: each slide file opens and has ``features`` (N, D), ``coords`` (N, 2), ``region_id`` (N,),
+    ``patch_key`` (N,) with the right dtypes; ``n_patches``, ``feature_dim``, ``dtype``,
+    ``schema_version`` and ``slide_id`` attributes agree with the data; no NaN/inf features; the
+    ``complete`` flag; ``cache_key`` equals the directory's key; provenance (encoder, weights,
+    mode, dtype, patch px, feature dim, ...) agrees across slides; ``manifest.csv`` rows with status
+    ok have a file and every file has an ok row; no temporaries are left over. Nothing is modified.
+
+    Raises:
+        CacheError: ``cache_dir`` is not a directory.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise CacheError(f"cache directory {cache_dir} does not exist; pass the folder that extract wrote")
+    problems: list[Problem] = []
+    key = _directory_key(cache_dir, problems)
+    try:
+        files = list_slide_files(cache_dir)
+    except CacheError as err:
+        problems.append(Problem(cache_dir, str(err)))
+        files = {}
+    headers: dict[str, SlideHeader] = {}
+    emit(progress, "start", "verify", total=len(files))
+    for sid, path in files.items():
+        try:
+            header = read_header(path)
+        except CacheError as err:
+            problems.append(Problem(path, str(err)))
+        else:
+            if header.ours:
+                _check_slide(header, key, problems)
+                headers[sid] = header
+            else:
+                problems.append(Problem(path, f"a {header.source_format} file, not one written by balnmp_cache"))
+        emit(progress, "advance", "verify", steps=1)
+    emit(progress, "end", "verify")
+    _check_provenance(list(headers.values()), problems)
+    _check_manifest(cache_dir, files, headers, problems)
+    _check_leftovers(cache_dir, problems)
+    log.info("verified %s: %d slide file(s), %d problem(s)", cache_dir, len(files), len(problems))
+    return problems
