@@ -8,10 +8,10 @@ Backends, in the order tried for each file type (:data:`BACKENDS_BY_SUFFIX`):
 - PIL for plain images (JPEG, PNG, BMP, single-page untiled TIFF), decoded whole.
 
 A backend is accepted only after it has decoded pixels: a few tiny reads of level 0 (top-left and
-centre). For generic and OME TIFFs, whose JPEG colour convention is ambiguous, cuCIM's and OpenSlide's
-pixels are also compared with tifffile's decode (cuCIM renders the real OME-TIFF test slide in wrong
-colours). TIFF-based files are checked for truncation before any backend sees them. MPP and
-objective power come from :mod:`balnmp_cache.slides.metadata`, whatever the pixel backend.
+centre). For SVS and generic/OME TIFF, cuCIM's and OpenSlide's probe pixels are also compared with
+tifffile's decode: cuCIM renders the real OME-TIFF test slide in wrong colours and returns black
+(printing only to stderr) for tiles it cannot decode. TIFF-based files are checked for truncation
+before any backend sees them. MPP and objective power come from :mod:`balnmp_cache.slides.metadata`, whatever the pixel backend.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ BACKENDS_BY_SUFFIX: dict[str, tuple[str, ...]] = {
 """File suffix -> backends to try, in order of preference."""
 
 _TIFF_CONTAINERS = {".svs", ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".ndpi", ".scn", ".bif"}
-_COLOUR_CHECKED = {".tif", ".tiff", ".ome.tif", ".ome.tiff"}
+# cuCIM returns black (and only prints to stderr) for a tile it cannot decode, and mis-renders some
+# JPEG colour conventions: its and OpenSlide's probe pixels are compared with tifffile's decode.
+_COLOUR_CHECKED = {".svs", ".tif", ".tiff", ".ome.tif", ".ome.tiff"}
 _COLOUR_TOLERANCE = 8.0  # mean |difference| in 0..255 between two JPEG decoders; YCbCr mix-ups give ~50
 _PROBE_PX = 32
 
@@ -165,27 +167,33 @@ def _probe(reader: SlideReader, suffix: str) -> None:
     width, height = reader.dimensions
     side = min(_PROBE_PX, width, height)
     centre = (max(0, width // 2 - side // 2), max(0, height // 2 - side // 2))
-    for xy in ((0, 0), centre):
-        patch = reader.read_region(xy, 0, (side, side))
+    positions = ((0, 0), centre)
+    patches = [reader.read_region(xy, 0, (side, side)) for xy in positions]
+    for patch in patches:
         if patch.shape != (side, side, 3) or patch.dtype != np.uint8:
             raise ValueError(f"decoded a {patch.shape} {patch.dtype} array instead of ({side}, {side}, 3) uint8")
     if suffix in _COLOUR_CHECKED and reader.backend in {"cucim", "openslide"}:
-        _compare_with_tifffile(reader, centre, side)
+        _compare_with_tifffile(reader.path, positions, side, patches)
 
 
-def _compare_with_tifffile(reader: SlideReader, xy: tuple[int, int], side: int) -> None:
+def _compare_with_tifffile(
+    path: Path, positions: Sequence[tuple[int, int]], side: int, patches: Sequence[np.ndarray]
+) -> None:
     from balnmp_cache.slides.backends import TiffSlideReader
 
     try:
-        reference = TiffSlideReader(reader.path, num_workers=1)
+        reference = TiffSlideReader(path, num_workers=1)
     except Exception as err:  # noqa: BLE001 - no reference decoder: nothing to compare with
-        logger.debug("no tifffile reference for %s: %s", reader.path, err)
+        logger.debug("no tifffile reference for %s: %s", path, err)
         return
     with reference:
-        expected = reference.read_region(xy, 0, (side, side)).astype(np.float32)
-    difference = float(np.abs(reader.read_region(xy, 0, (side, side)).astype(np.float32) - expected).mean())
-    if difference > _COLOUR_TOLERANCE:
-        raise ValueError(f"decoded colours differ from tifffile's (mean |difference| {difference:.1f})")
+        for xy, patch in zip(positions, patches, strict=True):
+            expected = reference.read_region(xy, 0, (side, side)).astype(np.float32)
+            difference = float(np.abs(patch.astype(np.float32) - expected).mean())
+            if difference > _COLOUR_TOLERANCE:
+                raise ValueError(
+                    f"pixels at {xy} differ from tifffile's decode (mean |difference| {difference:.1f} of 255)"
+                )
 
 
 def open_slide(path: Path, *, backend: str | None = None, num_workers: int = 2) -> SlideReader:
