@@ -84,7 +84,7 @@ TORCHVISION_LAYOUTS: dict[str, TorchvisionLayout] = {
 }  # fmt: skip
 
 # torchvision's DenseNet checkpoints name "norm.1" what the module calls "norm1" (torchvision densenet.py).
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 _OFFICIAL_PREFIX = re.compile(r"^image_feature_extractor\.(?:extractor\.)?(\d+)\.(.+)$")
 
 

@@ -111,8 +111,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return _strip_prefixes(_unwrap(obj, path))
 
 
-def _first(keys: set[str]) -> str:
-    shown = sorted(keys)[:_SHOWN_KEYS]
+def _first(keys: list[str]) -> str:
+    shown = keys[:_SHOWN_KEYS]
     more = f" … (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
     return ", ".join(shown) + more
 
@@ -133,8 +133,12 @@ def load_checkpoint(module: nn.Module, path: Path, *, encoder: str) -> str:
     adapt = getattr(module, "adapt_state_dict", None)
     if callable(adapt):
         state_dict = adapt(state_dict)
-    expected = set(module.state_dict())
-    missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+    own = module.state_dict()
+    for key in own:  # pre-1.0 checkpoints lack BatchNorm counters, which eval mode never reads
+        if key.endswith("num_batches_tracked") and key not in state_dict:
+            state_dict[key] = own[key].clone()
+    missing = [key for key in own if key not in state_dict]  # in module order
+    unexpected = [key for key in state_dict if key not in own]  # in checkpoint order
     if missing or unexpected:
         parts = []
         if missing:
