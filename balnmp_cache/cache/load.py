@@ -98,7 +98,8 @@ class FeatureCache:
 def _looks_like_cache(directory: Path) -> bool:
     if (directory / MANIFEST_CSV).is_file() or (directory / CACHE_JSON).is_file():
         return True
-    return any(not p.name.startswith(".") and p.suffix.lower() in (".h5", ".hdf5", ".zarr") for p in directory.iterdir())
+    suffixes = (".h5", ".hdf5", ".zarr")
+    return any(not p.name.startswith(".") and p.suffix.lower() in suffixes for p in directory.iterdir())
 
 
 def resolve_cache_dir(path: Path) -> Path:

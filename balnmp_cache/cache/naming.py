@@ -63,7 +63,9 @@ LOCKS_DIR = ".locks"
 _SLIDE_SUFFIXES = (".h5", ".hdf5", ".zarr")
 _KEY_RE = re.compile(r"^[0-9a-f]{12}$")
 _DIR_RE = re.compile(r"^(?P<encoder>.+)-(?P<mode>[^-]+)-(?P<key>[0-9a-f]{12})$")
-_TEMP_RE = re.compile(r"^\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})-(?P<slide_id>.+)(?P<suffix>\.h5|\.zarr)$")
+_TEMP_RE = re.compile(
+    r"^\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})-(?P<slide_id>.+)(?P<suffix>\.h5|\.zarr)$"
+)
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._+]+")
 # Temporaries of manifest.csv / cache.json rewrites (written and renamed within milliseconds).
 AUX_TEMP_RE = re.compile(r"^\.(manifest\.csv|cache\.json)\.\d+\.[0-9a-f]{8}$")

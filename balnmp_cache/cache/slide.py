@@ -59,7 +59,8 @@ def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
         raise CacheError(
             f"slide '{sid}' has no patches; record it in the manifest with status 'empty' instead of writing a file"
         )
-    stored = np.ascontiguousarray(features, dtype=np.dtype(dtype))
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below
+        stored = np.ascontiguousarray(features, dtype=np.dtype(dtype))
     # A float64 sum is finite exactly when every value is (no float16/32 sum can overflow it).
     if not np.isfinite(stored.sum(dtype=np.float64)):
         bad = int((~np.isfinite(stored)).sum())
@@ -72,7 +73,9 @@ def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
         raise CacheError(f"coords of slide '{sid}' are not whole level-0 pixels; pass integer coordinates")
     region_id = np.asarray(sf.region_id)
     if region_id.shape != (n,) or (region_id.size and region_id.dtype.kind not in "iu"):
-        raise CacheError(f"region_id of slide '{sid}' has shape {region_id.shape}, dtype {region_id.dtype}; expected ({n},) int")
+        raise CacheError(
+            f"region_id of slide '{sid}' has shape {region_id.shape}, dtype {region_id.dtype}; expected ({n},) int"
+        )
     patch_key = np.asarray(sf.patch_key, dtype=object)
     if patch_key.shape != (n,):
         raise CacheError(f"patch_key of slide '{sid}' has shape {patch_key.shape}; expected ({n},)")

@@ -67,7 +67,8 @@ def _check_slide(header: SlideHeader, key: str | None, problems: list[Problem]) 
     layout = check_layout(header)
     problems.extend(Problem(path, message) for message in layout)
     if header.attrs.get("complete") is not True:
-        problems.append(Problem(path, "incomplete: no complete flag (its writer stopped); delete it and re-run extract"))
+        message = "incomplete: no complete flag (its writer stopped); delete it and re-run extract"
+        problems.append(Problem(path, message))
     if key is not None and header.attrs.get("cache_key") != key:
         problems.append(Problem(path, f"cache_key {header.attrs.get('cache_key')!r} is not the directory's key {key}"))
     if layout:
@@ -82,7 +83,8 @@ def _check_slide(header: SlideHeader, key: str | None, problems: list[Problem]) 
     bad = int(features.size - np.count_nonzero(np.isfinite(features)))
     if bad:
         rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
-        problems.append(Problem(path, f"{bad} NaN/inf feature values in {len(rows)} patch(es), first rows {rows[:5].tolist()}"))
+        message = f"{bad} NaN/inf feature values in {len(rows)} patch(es), first rows {rows[:5].tolist()}"
+        problems.append(Problem(path, message))
 
 
 def _check_provenance(headers: list[SlideHeader], problems: list[Problem]) -> None:
@@ -98,7 +100,9 @@ def _check_provenance(headers: list[SlideHeader], problems: list[Problem]) -> No
                 problems.append(Problem(path, message))
 
 
-def _check_manifest(cache_dir: Path, files: dict[str, Path], headers: dict[str, SlideHeader], problems: list[Problem]) -> None:
+def _check_manifest(
+    cache_dir: Path, files: dict[str, Path], headers: dict[str, SlideHeader], problems: list[Problem]
+) -> None:
     path = cache_dir / MANIFEST_CSV
     if not path.is_file():
         problems.append(Problem(path, "missing; re-run extract to rebuild it"))

@@ -69,11 +69,16 @@ def write_zarr(
     config = {"write_empty_chunks": True}  # every chunk on disk, so a store's size tells its content
     n, d = features.shape
     rows = _chunk_rows(n, d * features.dtype.itemsize)
-    arr = group.create_array("features", shape=(n, d), dtype=features.dtype, chunks=(rows, d), compressors=None, config=config)
+    arr = group.create_array(
+        "features", shape=(n, d), dtype=features.dtype, chunks=(rows, d), compressors=None, config=config
+    )
     for start in range(0, n, rows):
         arr[start : start + rows] = features[start : start + rows]
     for name, data in (("coords", coords), ("region_id", region_id)):
-        group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=data.shape, compressors=None, config=config)[...] = data
+        small = group.create_array(
+            name, shape=data.shape, dtype=data.dtype, chunks=data.shape, compressors=None, config=config
+        )
+        small[...] = data
     keys = group.create_array("patch_key", shape=(n,), dtype=str, chunks=(n,), compressors=None, config=config)
     keys[...] = patch_key
     group.attrs["complete"] = True

@@ -59,13 +59,13 @@ def make_slide(slide_id: str, n: int = 6, d: int = 8, *, seed: int = 0, **attrs:
     """A slide of ``n`` random patches of dimension ``d`` with official-style patch keys."""
     rng = np.random.default_rng(seed)
     coords = rng.integers(0, 10_000, size=(n, 2), dtype=np.int64)
-    keys = np.array([f"patches/{slide_id}/{slide_id}_{i % 3}_{x}_{y}.jpg" for i, (x, y) in enumerate(coords)], dtype=object)
+    keys = [f"patches/{slide_id}/{slide_id}_{i % 3}_{x}_{y}.jpg" for i, (x, y) in enumerate(coords)]
     return SlideFeatures(
         slide_id=slide_id,
         features=rng.normal(size=(n, d)).astype(np.float32),
         coords=coords,
         region_id=(np.arange(n) % 3).astype(np.int32),
-        patch_key=keys,
+        patch_key=np.array(keys, dtype=object),
         attrs=dict(attrs),
     )
 
@@ -85,7 +85,8 @@ def build_cache(tmp_path: Path) -> Callable[..., Path]:
         for i, (sid, n) in enumerate(slides.items()):
             sf = make_slide(sid, n, d, seed=i, **provenance(key, patient_id=f"P{sid}"))
             write_slide(cache_dir, sf, format=format)
-            rows.append(ManifestRow(slide_id=sid, patient_id=f"P{sid}", source=f"/data/{sid}.svs", status="ok", n_patches=n))
+            row = ManifestRow(slide_id=sid, patient_id=f"P{sid}", source=f"/data/{sid}.svs", status="ok", n_patches=n)
+            rows.append(row)
         update_manifest(cache_dir, rows)
         return cache_dir
 
