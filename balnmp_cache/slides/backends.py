@@ -57,6 +57,7 @@ class _BaseReader(ABC):
     """
 
     backend = "base"
+    _thread_safe = False  # whether read_regions may call read_region from several threads
 
     def __init__(self, path: Path, *, num_workers: int = 2) -> None:
         self.path = Path(path)
@@ -133,8 +134,6 @@ class _BaseReader(ABC):
             for index, xy in enumerate(level0_xys):
                 out[index] = self.read_region(xy, level, (w, h))
         return out
-
-    _thread_safe = False
 
     def thumbnail(self, max_px: int) -> np.ndarray:
         """The whole slide, longest side at most ``max_px``; (h, w, 3) uint8.

@@ -11,7 +11,8 @@ A backend is accepted only after it has decoded pixels: a few tiny reads of leve
 centre). For SVS and generic/OME TIFF, cuCIM's and OpenSlide's probe pixels are also compared with
 tifffile's decode: cuCIM renders the real OME-TIFF test slide in wrong colours and returns black
 (printing only to stderr) for tiles it cannot decode. TIFF-based files are checked for truncation
-before any backend sees them. MPP and objective power come from :mod:`balnmp_cache.slides.metadata`, whatever the pixel backend.
+before any backend sees them. MPP and objective power come from
+:mod:`balnmp_cache.slides.metadata`, whatever the pixel backend.
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ def plan_resolution(
     name = reader.path.name
     if target_mpp is not None and magnification is not None:
         raise ConfigError("give either target_mpp (--target-mpp) or magnification (--magnification), not both")
-    for key, value in (("patch_px", patch_px), ("target_mpp", target_mpp), ("magnification", magnification), ("slide_mpp", slide_mpp)):
+    values = {"patch_px": patch_px, "target_mpp": target_mpp, "magnification": magnification, "slide_mpp": slide_mpp}
+    for key, value in values.items():
         if value is not None and not value > 0:
             raise ConfigError(f"{key} must be positive, got {value!r} (--{key.replace('_', '-')})")
     if slide_mpp is not None:

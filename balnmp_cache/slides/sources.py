@@ -81,7 +81,9 @@ def patch_key(path: Path) -> str:
     return f"patches/{path.parent.name}/{path.name}"
 
 
-def _slide_job(path: Path, *, patient_id: str | None = None, annotation: Path | None = None, mpp: float | None = None) -> SlideJob:
+def _slide_job(
+    path: Path, *, patient_id: str | None = None, annotation: Path | None = None, mpp: float | None = None
+) -> SlideJob:
     slide_id = slide_id_for_path(path)
     return SlideJob(
         slide_id=slide_id,
@@ -173,13 +175,16 @@ def _manifest(csv_path: Path) -> list[SlideJob]:
                 raise ConfigError(f"{csv_path} line {line}: slide_path and patient_id must not be empty")
             slide = (csv_path.parent / values["slide_path"]).resolve()
             if not slide.exists():
-                raise ConfigError(f"{csv_path} line {line}: slide_path {values['slide_path']!r} does not exist ({slide})")
+                raise ConfigError(
+                    f"{csv_path} line {line}: slide_path {values['slide_path']!r} does not exist ({slide})"
+                )
             annotation = None
             if values.get("annotation_path"):
                 annotation = (csv_path.parent / values["annotation_path"]).resolve()
                 if not annotation.is_file():
                     raise ConfigError(
-                        f"{csv_path} line {line}: annotation_path {values['annotation_path']!r} does not exist ({annotation})"
+                        f"{csv_path} line {line}: annotation_path {values['annotation_path']!r} "
+                        f"does not exist ({annotation})"
                     )
             mpp = _optional_float(values.get("mpp", ""), csv_path=csv_path, line=line, column="mpp")
             jobs.append(_slide_job(slide, patient_id=values["patient_id"], annotation=annotation, mpp=mpp))
@@ -199,7 +204,8 @@ def _resolve_one(source: Path, prefer: str) -> list[SlideJob]:
         if source.suffix.lower() == ".dcm":
             return [_slide_job(source.parent)]
         raise ConfigError(
-            f"SOURCE {source} is not a slide or a manifest .csv; slide suffixes are {', '.join(sorted(BACKENDS_BY_SUFFIX))}"
+            f"SOURCE {source} is not a slide or a manifest .csv; "
+            f"slide suffixes are {', '.join(sorted(BACKENDS_BY_SUFFIX))}"
         )
     if (source / "WSIs").is_dir() or (source / "WSIs-pyramidal").is_dir():
         return _bcnb_root(source, prefer)
@@ -237,6 +243,8 @@ def resolve_sources(sources: Sequence[Path], *, prefer: Literal["jpeg", "pyramid
         by_id[job.slide_id].append(job.path)
     duplicates = {slide_id: paths for slide_id, paths in by_id.items() if len(paths) > 1}
     if duplicates:
-        listing = "; ".join(f"{slide_id}: {', '.join(map(str, paths))}" for slide_id, paths in sorted(duplicates.items()))
+        listing = "; ".join(
+            f"{slide_id}: {', '.join(map(str, paths))}" for slide_id, paths in sorted(duplicates.items())
+        )
         raise ConfigError(f"duplicate slide ids (slide ids are file stems and must be unique): {listing}")
     return sorted(jobs, key=lambda job: _natural_key(job.slide_id))
