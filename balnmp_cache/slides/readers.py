@@ -64,6 +64,9 @@ class SlideReader(Protocol):
     @property
     def dimensions(self) -> tuple[int, int]: ...
 
+    @property
+    def level_count(self) -> int: ...
+
     def read_region(self, level0_xy: tuple[int, int], level: int, size_px: tuple[int, int]) -> np.ndarray:
         """(h, w, 3) uint8 RGB of ``size_px`` = (w, h) level pixels at level-0 top-left ``level0_xy``."""
         ...
