@@ -67,7 +67,8 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     """The Youden-optimal cut-off of one split.
 
     Maximises ``J = sens + spec - 1`` over the ROC thresholds (the distinct scores, ``score >= t``
-    positive); among equal ``J`` the highest threshold wins.
+    positive; the ``+inf`` point where nothing is positive is not a candidate). ``J`` is compared in
+    exact integer arithmetic and among equal ``J`` the highest threshold wins.
 
     Args:
         labels: ``(n,)`` 0/1 labels.
@@ -76,15 +77,21 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     Returns:
         ``(threshold, J)``, or ``None`` when the split holds only one class.
     """
-    from sklearn.metrics import roc_curve
-
-    labels = np.asarray(labels).astype(int)
-    if labels.min() == labels.max():
+    labels = np.asarray(labels).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
         return None
-    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
-    j = tpr[1:] - fpr[1:]  # the first ROC point (threshold +inf, nothing positive) is skipped
-    best = int(np.argmax(j))  # thresholds decrease, so argmax keeps the highest of tied cut-offs
-    return float(thresholds[best + 1]), float(j[best])
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, hits = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last index of each distinct score
+    tps = np.cumsum(hits)[last]  # true positives with ``score >= ranked[last]``
+    fps = last + 1 - tps
+    # J * n_pos * n_neg in integers, so tied J values compare exactly; argmax keeps the highest threshold.
+    numerators = tps * n_neg - fps * n_pos
+    best = int(np.argmax(numerators))
+    return float(ranked[last[best]]), float(numerators[best] / (n_pos * n_neg))
 
 
 def choose_threshold(run: RunPredictions, rule: str) -> Threshold:

@@ -69,7 +69,7 @@ def _metric_cells(record: Mapping[str, Any]) -> list[str]:
 _METRIC_COLUMNS = ["n", "TP/FP/TN/FN", "AUC (exact binomial CI)", "AUC (DeLong CI)", "ACC", "SENS", "SPEC", "PPV", "NPV"]
 _PV_NOTE = (
     f"PPV/NPV intervals: standard logit (Mercaldo 2007); {_FALLBACK_MARK} marks the Clopper-Pearson fallback "
-    "used where the logit is undefined (sensitivity or specificity 0 or 1)."
+    "used where the logit is undefined (a predictive value of 0 or 1)."
 )
 
 

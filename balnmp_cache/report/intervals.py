@@ -3,8 +3,9 @@
 * proportions (accuracy, sensitivity, specificity): exact Clopper–Pearson intervals;
 * predictive values (PPV, NPV): the "standard logit" intervals of Mercaldo, Lau and Zhou (2007),
   computed from sensitivity, specificity and the sample prevalence; where the logit is undefined
-  (a sensitivity or specificity of 0 or 1) the Clopper–Pearson interval of the predicted-positive
-  (PPV) or predicted-negative (NPV) counts is used instead and the method says so;
+  (a predictive value of 0 or 1, or a variance of 0) the Clopper–Pearson interval of the
+  predicted-positive (PPV) or predicted-negative (NPV) counts is used instead and the method says so
+  (MedCalc manual, "Diagnostic test": https://www.medcalc.org/manual/diagnostic-test.php);
 * the AUC: an exact binomial interval with ``n`` = number of patients (the paper's convention:
   AUC 0.831, n = 218 gives 0.775–0.878, as in its abstract).
 
@@ -113,13 +114,16 @@ def logit_ppv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_n
     ``(1-Se)/(n_pos·Se) + Sp/(n_neg·(1-Sp))``; the interval is back-transformed with the expit.
 
     Returns:
-        ``(low, high)``, or ``None`` where the logit is undefined or degenerate: Se or Sp equal to
-        0 or 1, no positives or no negatives.
+        ``(low, high)``, or ``None`` where the logit is undefined or degenerate: a PPV of 0 or 1
+        (Se = 0 or Sp = 1), a variance of 0 (Se = 1 and Sp = 0), no positives or no negatives.
     """
-    if not (0 < sens < 1 and 0 < spec < 1 and n_pos > 0 and n_neg > 0 and 0 < prevalence < 1):
+    if not (0 < sens <= 1 and 0 <= spec < 1 and n_pos > 0 and n_neg > 0 and 0 < prevalence < 1):
+        return None
+    var = (1 - sens) / (n_pos * sens) + spec / (n_neg * (1 - spec))
+    if var <= 0:
         return None
     centre = math.log(prevalence * sens / ((1 - prevalence) * (1 - spec)))
-    half = z_value(alpha) * math.sqrt((1 - sens) / (n_pos * sens) + spec / (n_neg * (1 - spec)))
+    half = z_value(alpha) * math.sqrt(var)
     return (_expit(centre - half), _expit(centre + half))
 
 
@@ -130,12 +134,16 @@ def logit_npv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_n
     ``Se/(n_pos·(1-Se)) + (1-Sp)/(n_neg·Sp)``.
 
     Returns:
-        ``(low, high)``, or ``None`` under the same conditions as :func:`logit_ppv_ci`.
+        ``(low, high)``, or ``None`` where the logit is undefined or degenerate: an NPV of 0 or 1
+        (Sp = 0 or Se = 1), a variance of 0 (Se = 0 and Sp = 1), no positives or no negatives.
     """
-    if not (0 < sens < 1 and 0 < spec < 1 and n_pos > 0 and n_neg > 0 and 0 < prevalence < 1):
+    if not (0 <= sens < 1 and 0 < spec <= 1 and n_pos > 0 and n_neg > 0 and 0 < prevalence < 1):
+        return None
+    var = sens / (n_pos * (1 - sens)) + (1 - spec) / (n_neg * spec)
+    if var <= 0:
         return None
     centre = math.log((1 - prevalence) * spec / (prevalence * (1 - sens)))
-    half = z_value(alpha) * math.sqrt(sens / (n_pos * (1 - sens)) + (1 - spec) / (n_neg * spec))
+    half = z_value(alpha) * math.sqrt(var)
     return (_expit(centre - half), _expit(centre + half))
 
 
@@ -163,7 +171,7 @@ def predictive_value(kind: Literal["ppv", "npv"], *, tp: int, fp: int, tn: int, 
         if ci is not None:
             return Estimate(value, ci, LOGIT_METHOD)
     note = (
-        f"{kind.upper()} interval: the logit interval is undefined when sensitivity or specificity is 0 or 1 "
-        f"or a class is absent; Clopper-Pearson on the {hits}/{predicted} predicted {side} patients is used instead"
+        f"{kind.upper()} interval: the logit interval is undefined (a predictive value of 0 or 1, a zero variance "
+        f"or a class absent); Clopper-Pearson on the {hits}/{predicted} predicted {side} patients is used instead"
     )
     return Estimate(value, clopper_pearson(hits, predicted, alpha=alpha), CP_FALLBACK_METHOD, note)

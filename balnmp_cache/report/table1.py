@@ -31,7 +31,7 @@ _ORDER = {
 
 
 def cohort_groups(cohort: pd.DataFrame, fallback: pd.Series | None = None) -> pd.Series:
-    """``training`` (train or val), ``test`` or ``None`` per cohort patient.
+    """``training`` (train or val), ``test`` or missing per cohort patient.
 
     Args:
         cohort: the cohort table with a ``split`` column (may be missing or partly empty).
