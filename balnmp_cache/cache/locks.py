@@ -27,7 +27,7 @@ from typing import Any
 from balnmp_cache.cache.naming import AUX_TEMP_RE, LOCKS_DIR, check_slide_id, parse_temp_name
 from balnmp_cache.errors import CacheError
 
-__all__ = ["clean_stale_temporaries", "file_lock", "slide_lock", "try_lock", "writer_lock", "writer_lock_path"]
+__all__ = ["clean_stale_temporaries", "file_lock", "slide_lock", "slide_lock_path", "try_lock", "writer_lock", "writer_lock_path"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ def file_lock(path: Path, *, timeout_s: float = 120.0) -> Iterator[None]:
         lock.release()
 
 
+def slide_lock_path(cache_dir: Path, slide_id: str) -> Path:
+    """The lock file that claims ``slide_id`` in ``cache_dir`` (take it with :func:`try_lock`)."""
+    return _lock_path(cache_dir, f"{check_slide_id(slide_id)}.lock")
+
+
 @contextmanager
 def slide_lock(cache_dir: Path, slide_id: str) -> Iterator[bool]:
     """Try to claim ``slide_id`` in ``cache_dir`` for this process, without waiting.
@@ -97,7 +102,7 @@ def slide_lock(cache_dir: Path, slide_id: str) -> Iterator[bool]:
     Raises:
         CacheError: ``slide_id`` cannot name a file.
     """
-    lock = try_lock(_lock_path(cache_dir, f"{check_slide_id(slide_id)}.lock"))
+    lock = try_lock(slide_lock_path(cache_dir, slide_id))
     try:
         yield lock is not None
     finally:
