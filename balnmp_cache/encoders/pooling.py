@@ -74,7 +74,9 @@ def preprocess_patches(
     """
     x = torch.from_numpy(np.ascontiguousarray(patches)) if isinstance(patches, np.ndarray) else patches
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-        raise ValueError(f"patches must be a (B, h, w, 3) uint8 RGB batch, got shape {tuple(x.shape)} and dtype {x.dtype}")
+        raise ValueError(
+            f"patches must be a (B, h, w, 3) uint8 RGB batch, got shape {tuple(x.shape)} and dtype {x.dtype}"
+        )
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, h, w) uint8
     if tuple(x.shape[-2:]) != (input_px, input_px):
         size = (input_px, input_px)

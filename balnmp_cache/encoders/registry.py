@@ -81,9 +81,14 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if not set(self.modes) <= set(ALL_MODES) or self.default_mode not in self.modes:
-            raise ValueError(f"encoder {self.name!r}: modes {self.modes} must be a subset of {ALL_MODES} containing {self.default_mode!r}")
+            raise ValueError(
+                f"encoder {self.name!r}: modes {self.modes} must be a subset of {ALL_MODES} "
+                f"containing {self.default_mode!r}"
+            )
         if ("flatten" in self.modes) != (self.flatten_dim is not None):
-            raise ValueError(f"encoder {self.name!r}: flatten_dim must be given exactly when mode 'flatten' is supported")
+            raise ValueError(
+                f"encoder {self.name!r}: flatten_dim must be given exactly when mode 'flatten' is supported"
+            )
 
     def feature_dim(self, mode: str) -> int:
         """Output dimension D of ``mode``."""
@@ -232,7 +237,9 @@ class Encoder:
         try:
             self.model.to(torch.device(device))
         except (RuntimeError, AssertionError) as err:
-            raise EncoderError(f"cannot move encoder '{self.name}' to device {device!r} ({err}); pass --device cpu or a usable device") from err
+            raise EncoderError(
+                f"cannot move encoder '{self.name}' to device {device!r} ({err}); pass --device cpu or a usable device"
+            ) from err
         self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         return replace(self, channels_last=channels_last)
 
@@ -330,5 +337,8 @@ def weights_status() -> dict[str, str]:
 
         status["timm:*"] = f"missing: timm is not installed; run `{INSTALL_HINT}`"
     else:
-        status["timm:*"] = f"timm {timm.__version__} installed; per-model pretrained weights come from the Hugging Face cache (not checked)"
+        status["timm:*"] = (
+            f"available (timm {timm.__version__} installed; each model's pretrained weights come from the "
+            "Hugging Face cache and are not checked)"
+        )
     return status

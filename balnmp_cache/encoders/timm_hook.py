@@ -105,7 +105,7 @@ def timm_entry(name: str) -> tuple[EncoderSpec, Callable[[bool], nn.Module]]:
         flatten_dim=None,
         modes=("avg",),
         default_mode="avg",
-        weights_source=f"timm pretrained weights of {model_name} ({cfg.get('hf_hub_id') or cfg.get('url') or 'timm default'})",
+        weights_source=f"timm pretrained weights of {model_name} ({cfg.get('hf_hub_id') or cfg.get('url') or 'timm'})",
     )
     trunk_class = _make_trunk_class()
 

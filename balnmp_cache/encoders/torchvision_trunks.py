@@ -75,16 +75,22 @@ _INCEPTION = (
 )  # fmt: skip
 
 TORCHVISION_LAYOUTS: dict[str, TorchvisionLayout] = {
-    "vgg16_bn": TorchvisionLayout("VGG16_BN_Weights", ("features", "avgpool"), ("features", "avgpool"), ("classifier.",), "vgg"),
-    "alexnet": TorchvisionLayout("AlexNet_Weights", ("features", "avgpool"), ("features", "avgpool"), ("classifier.",), "default"),
+    "vgg16_bn": TorchvisionLayout(
+        "VGG16_BN_Weights", ("features", "avgpool"), ("features", "avgpool"), ("classifier.",), meta_init="vgg"
+    ),
+    "alexnet": TorchvisionLayout(
+        "AlexNet_Weights", ("features", "avgpool"), ("features", "avgpool"), ("classifier.",), meta_init="default"
+    ),
     "resnet18": TorchvisionLayout("ResNet18_Weights", _RESNET, (*_RESNET, "avgpool"), ("fc.",)),
     "resnet50": TorchvisionLayout("ResNet50_Weights", _RESNET, (*_RESNET, "avgpool"), ("fc.",)),
     "densenet121": TorchvisionLayout("DenseNet121_Weights", ("features",), ("features",), ("classifier.",)),
     "inception_v3": TorchvisionLayout("Inception_V3_Weights", _INCEPTION, None, ("fc.", "AuxLogits.")),
-}  # fmt: skip
+}
 
 # torchvision's DenseNet checkpoints name "norm.1" what the module calls "norm1" (torchvision densenet.py).
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 _OFFICIAL_PREFIX = re.compile(r"^image_feature_extractor\.(?:extractor\.)?(\d+)\.(.+)$")
 
 
@@ -122,7 +128,11 @@ class Trunk(nn.Sequential):
         else:
             dropped = [k for k in state_dict if k.startswith(layout.head_prefixes)]
             if dropped:
-                log.info("ignoring %d classifier keys (%s) of a full %s checkpoint", len(dropped), ", ".join(layout.head_prefixes), self.encoder_name)
+                heads = ", ".join(layout.head_prefixes)
+                log.info(
+                    "ignoring %d classifier keys (%s) of a full %s checkpoint",
+                    len(dropped), heads, self.encoder_name,
+                )
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(layout.head_prefixes)}
         if self.encoder_name.startswith("densenet"):
             state_dict = {_DENSENET_LEGACY.sub(r"\1\2", k): v for k, v in state_dict.items()}
@@ -131,8 +141,9 @@ class Trunk(nn.Sequential):
     def _from_official(self, state_dict: dict[str, torch.Tensor], layout: TorchvisionLayout) -> dict[str, torch.Tensor]:
         if layout.official_children is None:
             raise EncoderError(
-                f"official BALNMP checkpoints cannot be mapped onto '{self.encoder_name}' (the official code used a local "
-                "copy of it); pass --weights with a torchvision-layout checkpoint, --weights imagenet or --weights random"
+                f"official BALNMP checkpoints cannot be mapped onto '{self.encoder_name}' (the official code used a "
+                "local copy of it); pass --weights with a torchvision-layout checkpoint, --weights imagenet or "
+                "--weights random"
             )
         mapped: dict[str, torch.Tensor] = {}
         for key, value in state_dict.items():

