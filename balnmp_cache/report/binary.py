@@ -32,15 +32,16 @@ log = logging.getLogger(__name__)
 
 PROPORTIONS = ("auc", "acc", "sens", "spec", "ppv", "npv")
 REQUIRED_METRIC_KEYS = (
-    "run", "split", "threshold_rule", "threshold", "n", "tp", "fp", "tn", "fn",
-    *PROPORTIONS, *(f"{name}_ci" for name in PROPORTIONS),
-)  # fmt: skip
+    *("run", "split", "threshold_rule", "threshold", "n", "tp", "fp", "tn", "fn"),
+    *PROPORTIONS,
+    *(f"{name}_ci" for name in PROPORTIONS),
+)
 """The keys every ``metrics.json`` record has (the issue's contract)."""
 METRIC_KEYS = (
-    "run", "split", "threshold_rule", "threshold", "threshold_note", "n", "tp", "fp", "tn", "fn",
-    "auc", "auc_ci", "auc_se", "auc_delong_ci", "acc", "acc_ci", "sens", "sens_ci", "spec", "spec_ci",
-    "ppv", "ppv_ci", "ppv_ci_method", "npv", "npv_ci", "npv_ci_method", "notes",
-)  # fmt: skip
+    *("run", "split", "threshold_rule", "threshold", "threshold_note", "n", "tp", "fp", "tn", "fn"),
+    *("auc", "auc_ci", "auc_se", "auc_delong_ci", "acc", "acc_ci", "sens", "sens_ci", "spec", "spec_ci"),
+    *("ppv", "ppv_ci", "ppv_ci_method", "npv", "npv_ci", "npv_ci_method", "notes"),
+)
 """All keys of a ``metrics.json`` record, in order: the required ones plus documented extras."""
 
 
@@ -188,7 +189,7 @@ def evaluate_binary(
                 log.debug("run %s: %s", run.name, cut.note)
             for split in run.splits:
                 metrics = binary_metrics(run.labels(split), run.scores(split), threshold=cut.value, alpha=alpha)
-                base = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value,
-                        "threshold_note": cut.note}  # fmt: skip
-                records.append({key: {**base, **metrics}[key] for key in METRIC_KEYS})
+                record = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
+                record.update(threshold_note=cut.note, **metrics)
+                records.append({key: record[key] for key in METRIC_KEYS})
     return records, thresholds

@@ -53,9 +53,8 @@ def compare_runs(runs: Sequence[RunPredictions]) -> list[dict[str, Any]]:
                 if not a.is_binary:
                     continue
                 test = paired_delong_test(a.scores(split), b.scores(split), a.labels(split))
-                records.append({
-                    "run_a": a.name, "run_b": b.name, "split": split, "n": len(a.labels(split)),
-                    "auc_a": test.auc_a, "auc_b": test.auc_b, "z": test.z, "p_value": test.p_value,
-                    "notes": [test.note] if test.note else [],
-                })  # fmt: skip
+                record = {"run_a": a.name, "run_b": b.name, "split": split, "n": len(a.labels(split))}
+                record.update(auc_a=test.auc_a, auc_b=test.auc_b, z=test.z, p_value=test.p_value)
+                record["notes"] = [test.note] if test.note else []
+                records.append(record)
     return records

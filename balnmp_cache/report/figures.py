@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from balnmp_cache.report.compare import group_runs
+from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions
+from balnmp_cache.report.render import FigureBlock
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RocCurve", "confusion_figure", "roc_figure", "safe_stem", "save_figure"]
+__all__ = [
+    "RocCurve",
+    "confusion_figure",
+    "confusion_figures",
+    "roc_figure",
+    "roc_figures",
+    "safe_stem",
+    "save_figure",
+]
+
+Record = Mapping[str, Any]
 
 _DPI = 110
 
@@ -119,3 +133,58 @@ def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str])
             fig.savefig(path, format=fmt, metadata={"Date": None})
         paths.append(path)
     return paths, png
+
+
+def _label(run: RunPredictions) -> str:
+    return run.name + (" [random encoder]" if run.info.random_weights else "")
+
+
+def roc_figures(
+    runs: Sequence[RunPredictions], metrics: Sequence[Record], *, out: Path, formats: Sequence[str]
+) -> list[FigureBlock]:
+    """``roc_<task>_<split>``: per group of comparable binary runs and per split, the runs overlaid."""
+    auc_of = {(r["run"], r["split"]): r["auc"] for r in metrics}
+    blocks = []
+    for group in group_runs([r for r in runs if r.is_binary]):
+        info = group[0].info
+        key = f"task{info.task}" if info.task is not None else f"{group[0].n_classes}class"
+        for split in SPLITS:
+            members = [r for r in group if split in r.splits]
+            if not members:
+                continue
+            curves = [RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members]
+            title = f"ROC, {info.task_name or key}, {SPLIT_LABELS[split]}"
+            paths, png = save_figure(roc_figure(curves, title=title), out, f"roc_{safe_stem(key)}_{split}", formats)
+            blocks.append(FigureBlock(title, paths, png))
+    return blocks
+
+
+def _binary_panel(record: Record) -> tuple[str, np.ndarray]:
+    rule = "threshold 0.5" if record["threshold_rule"] == "0.5" else f"Youden {record['threshold']:.3g}"
+    counts = np.array([[record["tn"], record["fp"]], [record["fn"], record["tp"]]])  # rows true 0/1, columns predicted
+    return f"{SPLIT_LABELS[record['split']]}, {rule}", counts
+
+
+def confusion_figures(
+    runs: Sequence[RunPredictions],
+    metrics: Sequence[Record],
+    multiclass: Sequence[Record],
+    *,
+    out: Path,
+    formats: Sequence[str],
+) -> list[FigureBlock]:
+    """``confusion_<run>``: splits × threshold rules (binary) or splits with the argmax (multi-class)."""
+    blocks = []
+    for run in runs:
+        if run.is_binary:
+            panels = [_binary_panel(r) for r in metrics if r["run"] == run.name]
+        else:
+            chosen = [r for r in multiclass if r["run"] == run.name]
+            panels = [(f"{SPLIT_LABELS[r['split']]}, argmax", np.array(r["confusion"])) for r in chosen]
+        if not panels:
+            continue
+        title = f"Confusion matrices, {_label(run)}"
+        fig = confusion_figure(panels, classes=run.classes, title=title, ncols=len(run.splits))
+        paths, png = save_figure(fig, out, f"confusion_{safe_stem(run.name)}", formats)
+        blocks.append(FigureBlock(title, paths, png))
+    return blocks

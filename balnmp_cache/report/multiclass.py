@@ -49,22 +49,20 @@ def multiclass_metrics(
         is_c = labels == c
         auc = None
         if is_c.all() or not is_c.any():
-            notes.append(f"one-vs-rest AUC of class {name} undefined: the split has {'only' if is_c.all() else 'no'} patients of it")
+            amount = "only" if is_c.all() else "no"
+            notes.append(f"one-vs-rest AUC of class {name} undefined: the split has {amount} patients of it")
         else:
             auc = float(roc_auc_score(is_c, probabilities[:, c]))
             aucs.append(auc)
-        precision = proportion(int(confusion[c, c]), int(confusion[:, c].sum()), alpha=alpha, what=f"precision of {name} (never predicted)")
-        recall = proportion(int(confusion[c, c]), int(confusion[c, :].sum()), alpha=alpha, what=f"recall of {name} (no patients)")
+        hits = int(confusion[c, c])
+        precision = proportion(hits, int(confusion[:, c].sum()), alpha=alpha, what=f"precision of {name} (never predicted)")
+        recall = proportion(hits, int(confusion[c, :].sum()), alpha=alpha, what=f"recall of {name} (no patients)")
         notes += [e.note for e in (precision, recall) if e.note]
-        per_class.append({
-            "class": name,
-            "support": int(is_c.sum()),
-            "auc_ovr": auc,
-            "precision": precision.value,
-            "precision_ci": list(precision.ci) if precision.ci else None,
-            "recall": recall.value,
-            "recall_ci": list(recall.ci) if recall.ci else None,
-        })  # fmt: skip
+        row: dict[str, Any] = {"class": name, "support": int(is_c.sum()), "auc_ovr": auc}
+        for key, estimate in (("precision", precision), ("recall", recall)):
+            row[key] = estimate.value
+            row[f"{key}_ci"] = list(estimate.ci) if estimate.ci else None
+        per_class.append(row)
     if aucs and len(aucs) < n_classes:
         notes.append(f"macro AUC averages the {len(aucs)} of {n_classes} classes whose one-vs-rest AUC is defined")
     if not aucs:

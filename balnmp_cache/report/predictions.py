@@ -150,7 +150,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=True)
     except pd.errors.EmptyDataError as err:
-        raise ReportInputError(f"{path} is empty; a predictions.csv needs a header and one row per patient and split") from err
+        raise ReportInputError(
+            f"{path} is empty; a predictions.csv needs a header and one row per patient and split"
+        ) from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ReportInputError(f"{path} is not a readable CSV file: {err}") from err
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -185,7 +187,8 @@ def _validate(path: Path, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     frame["split"] = frame["split"].astype("string").str.strip().str.lower()
     bad = ~frame["split"].isin(SPLITS).fillna(False)
     if bad.any():
-        raise ReportInputError(f"{path}: invalid split in {_rows(frame, bad, 'split')}; valid splits are {', '.join(SPLITS)}")
+        valid = ", ".join(SPLITS)
+        raise ReportInputError(f"{path}: invalid split in {_rows(frame, bad, 'split')}; valid splits are {valid}")
     labels = pd.to_numeric(frame["label"], errors="coerce")
     bad = labels.isna() | (labels != labels.round()) | (labels < 0) | (labels >= n_classes)
     if bad.any():

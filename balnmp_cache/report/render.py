@@ -194,8 +194,12 @@ figcaption { font-size: .85em; color: #444; }
 def to_html(document: Document) -> str:
     """The document as one self-contained HTML page (CSS inline, figures embedded as base64 PNG)."""
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(document.title)}</title><style>{_CSS}</style></head><body>", f"<h1>{esc(document.title)}</h1>"]  # fmt: skip
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(document.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(document.title)}</h1>",
+    ]
     parts += [f'<div class="warning">&#9888; {esc(b)}</div>' for b in document.banners]
     for section in document.sections:
         parts.append(f"<h2>{esc(section.title)}</h2>")
@@ -212,7 +216,7 @@ def to_html(document: Document) -> str:
                     parts.append(f'<p class="note">{esc(block.note)}</p>')
             else:
                 data = base64.b64encode(block.png).decode("ascii")
-                parts.append(f'<figure><img alt="{esc(block.title)}" src="data:image/png;base64,{data}">'
-                             f"<figcaption>{esc(block.title)}</figcaption></figure>")  # fmt: skip
+                image = f'<img alt="{esc(block.title)}" src="data:image/png;base64,{data}">'
+                parts.append(f"<figure>{image}<figcaption>{esc(block.title)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

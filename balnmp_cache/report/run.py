@@ -8,18 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.report import document
-from balnmp_cache.report.binary import METRIC_KEYS, evaluate_binary
-from balnmp_cache.report.compare import COMPARISON_KEYS, compare_runs, group_runs
+from balnmp_cache.report.binary import METRIC_KEYS, Threshold, evaluate_binary
+from balnmp_cache.report.compare import COMPARISON_KEYS, compare_runs
 from balnmp_cache.report.config import ReportConfig
-from balnmp_cache.report.figures import RocCurve, confusion_figure, roc_figure, safe_stem, save_figure
+from balnmp_cache.report.figures import confusion_figures, roc_figures
 from balnmp_cache.report.multiclass import evaluate_multiclass
-from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions, load_runs
+from balnmp_cache.report.predictions import RunPredictions, load_runs
 from balnmp_cache.report.render import Document, FigureBlock, Section, to_html, to_markdown, write_csv, write_json
 from balnmp_cache.report.subgroups import SUBGROUP_KEYS, subgroup_records
 from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
@@ -64,15 +62,32 @@ class ReportResult:
     alpha: float = 0.05
 
     def console_table(self) -> Table:
-        """Headline metrics per run × split × rule (AUC with its interval, ACC, SENS, SPEC) for the terminal."""
+        """Headline metrics per run × split × rule for the terminal: AUC with its interval, ACC, SENS, SPEC.
+
+        Test rows are bold; runs with a random encoder are marked in red. Full intervals are in ``report.md``.
+        """
+        from rich import box
         from rich.table import Table
         from rich.text import Text
 
         from balnmp_cache.report.render import fmt_estimate, fmt_value
 
-        table = Table(title=f"balnmp-cache report ({100 * (1 - self.alpha):g}% CI) — {self.out}")
-        for column in ("Run", "Split", "Rule", "Threshold", "n", "AUC (CI)", "ACC", "SENS", "SPEC"):
-            table.add_column(column, justify="left" if column in ("Run", "Split", "Rule") else "right")
+        short = {"train": "T", "val": "V", "test": "I-T"}
+        level = f"{100 * (1 - self.alpha):g}% CI"
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            collapse_padding=True,
+            pad_edge=False,
+            title=f"balnmp-cache report: {self.out}",
+            caption=f"T = train, V = val, I-T = test; intervals of every metric in {self.out / 'report.md'}",
+        )
+        table.add_column("Run", overflow="fold", min_width=8)
+        table.add_column("Split", no_wrap=True)
+        table.add_column("Threshold", no_wrap=True)
+        table.add_column("n", justify="right", no_wrap=True)
+        table.add_column(f"AUC ({level})", justify="right", no_wrap=True, min_width=20)
+        for column in ("ACC", "SENS", "SPEC"):
+            table.add_column(column, justify="right", no_wrap=True)
 
         def run_cell(name: str) -> Text:
             if name in self.random_weight_runs:
@@ -80,68 +95,87 @@ class ReportResult:
             return Text(name)
 
         for r in self.metrics:
-            style = "bold" if r["split"] == "test" else None
-            table.add_row(run_cell(r["run"]), SPLIT_LABELS[r["split"]], r["threshold_rule"], f"{r['threshold']:.3f}", str(r["n"]),
-                          fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_estimate(r[m], r[f"{m}_ci"]) for m in ("acc", "sens", "spec")),
-                          style=style)  # fmt: skip
+            rule = "0.5" if r["threshold_rule"] == "0.5" else f"youden {r['threshold']:.3f}"
+            table.add_row(
+                run_cell(r["run"]), short[r["split"]], rule, str(r["n"]),
+                fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_value(r[m]) for m in ("acc", "sens", "spec")),
+                style="bold" if r["split"] == "test" else None,
+            )
         for r in self.multiclass:
-            style = "bold" if r["split"] == "test" else None
-            table.add_row(run_cell(r["run"]), SPLIT_LABELS[r["split"]], "argmax", "–", str(r["n"]),
-                          f"{fmt_value(r['macro_auc'])} (macro)", fmt_estimate(r["acc"], r["acc_ci"]), "–", "–", style=style)  # fmt: skip
+            table.add_row(
+                run_cell(r["run"]), short[r["split"]], "argmax", str(r["n"]),
+                f"{fmt_value(r['macro_auc'])} (macro)", fmt_value(r["acc"]), "–", "–",
+                style="bold" if r["split"] == "test" else None,
+            )
         return table
 
 
 def _prediction_splits(runs: Sequence[RunPredictions]) -> pd.Series:
+    """Split per patient id as the runs' predictions give it (the first run that has the patient wins)."""
     import pandas as pd
 
-    frames = [run.table[["patient_id", "split"]] for run in runs]
-    merged = pd.concat(frames).drop_duplicates("patient_id")
+    merged = pd.concat([run.table[["patient_id", "split"]] for run in runs]).drop_duplicates("patient_id")
     return pd.Series(merged["split"].to_numpy(dtype=object), index=merged["patient_id"].astype(str).to_numpy())
-
-
-def _roc_figures(runs: Sequence[RunPredictions], metrics: Sequence[dict[str, Any]], out: Path, formats: Sequence[str]) -> list[FigureBlock]:
-    auc_of = {(r["run"], r["split"]): r["auc"] for r in metrics}
-    blocks = []
-    groups = [[r for r in group if r.is_binary] for group in group_runs(runs)]
-    for group in filter(None, groups):
-        info = group[0].info
-        key = f"task{info.task}" if info.task is not None else f"{group[0].n_classes}class"
-        for split in SPLITS:
-            members = [r for r in group if split in r.splits]
-            if not members:
-                continue
-            curves = [RocCurve(r.name + (" [random encoder]" if r.info.random_weights else ""), r.labels(split), r.scores(split),
-                               auc_of.get((r.name, split))) for r in members]  # fmt: skip
-            title = f"ROC, {info.task_name or key}, {SPLIT_LABELS[split]}"
-            fig = roc_figure(curves, title=title)
-            paths, png = save_figure(fig, out, f"roc_{safe_stem(key)}_{split}", formats)
-            blocks.append(FigureBlock(title, paths, png))
-    return blocks
-
-
-def _confusion_figures(runs: Sequence[RunPredictions], metrics: Sequence[dict[str, Any]], multiclass: Sequence[dict[str, Any]],
-                       out: Path, formats: Sequence[str]) -> list[FigureBlock]:  # fmt: skip
-    blocks = []
-    for run in runs:
-        if run.is_binary:
-            chosen = [r for r in metrics if r["run"] == run.name]
-            panels = [(f"{SPLIT_LABELS[r['split']]}, " + ("threshold 0.5" if r["threshold_rule"] == "0.5" else f"Youden {r['threshold']:.3g}"),
-                       np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]])) for r in chosen]  # fmt: skip
-        else:
-            panels = [(f"{SPLIT_LABELS[r['split']]}, argmax", np.array(r["confusion"])) for r in multiclass if r["run"] == run.name]
-        if not panels:
-            continue
-        title = f"Confusion matrices, {run.name}" + (" [random encoder]" if run.info.random_weights else "")
-        fig = confusion_figure(panels, classes=run.classes, title=title, ncols=len(run.splits))
-        paths, png = save_figure(fig, out, f"confusion_{safe_stem(run.name)}", formats)
-        blocks.append(FigureBlock(title, paths, png))
-    return blocks
 
 
 def _load_cohort_table(path: Path) -> pd.DataFrame:
     from balnmp_cache.cohort import load_cohort
 
     return load_cohort(path).table
+
+
+def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
+    out, files = result.out, result.files
+    files["metrics.json"] = write_json(result.metrics, out / "metrics.json")
+    files["comparisons.json"] = write_json(result.comparisons, out / "comparisons.json")
+    files["metrics.csv"] = write_csv(result.metrics, out / "metrics.csv", columns=METRIC_KEYS)
+    files["comparisons.csv"] = write_csv(result.comparisons, out / "comparisons.csv", columns=COMPARISON_KEYS)
+    if result.multiclass:
+        files["multiclass.json"] = write_json(result.multiclass, out / "multiclass.json")
+        per_class = []
+        for record in result.multiclass:
+            overall = {k: v for k, v in record.items() if k not in ("per_class", "classes", "confusion")}
+            per_class += [{**overall, **row, "confusion": record["confusion"]} for row in record["per_class"]]
+        files["multiclass.csv"] = write_csv(per_class, out / "multiclass.csv")
+    if with_cohort:
+        files["subgroups.json"] = write_json(result.subgroups, out / "subgroups.json")
+        files["subgroups.csv"] = write_csv(result.subgroups, out / "subgroups.csv", columns=SUBGROUP_KEYS)
+        files["table1.csv"] = write_csv(result.table1, out / "table1.csv", columns=TABLE1_KEYS)
+
+
+def _document(
+    result: ReportResult,
+    runs: Sequence[RunPredictions],
+    thresholds: dict[str, dict[str, Threshold]],
+    figures: Sequence[FigureBlock],
+    *,
+    config: ReportConfig,
+    cohort_warnings: tuple[list[str], list[str]] | None,
+) -> Document:
+    flagged = set(result.random_weight_runs)
+    rules, alpha = config.thresholds, config.alpha
+    doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
+    doc.sections.append(document.runs_section(runs))
+    if result.metrics:
+        doc.sections.append(document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged))
+        doc.sections.append(document.comparisons_section(result.comparisons, flagged=flagged))
+    if result.multiclass:
+        doc.sections.append(document.multiclass_section(result.multiclass, alpha=alpha, flagged=flagged))
+    if cohort_warnings is None:
+        skipped = "No cohort was given (--clinical / key 'clinical'): skipped."
+        doc.sections.append(Section("Subgroups and Table 1", [skipped]))
+    else:
+        subgroup_warnings, table1_warnings = cohort_warnings
+        if result.subgroups:
+            section = document.subgroups_section(
+                result.subgroups, rules=rules, alpha=alpha, warnings=subgroup_warnings, flagged=flagged
+            )
+            doc.sections.append(section)
+        doc.sections.append(document.table1_section(result.table1, warnings=table1_warnings))
+    doc.sections.append(Section("Figures", list(figures)))
+    tables = ", ".join(name for name in result.files if name.endswith(".csv"))
+    doc.sections.append(Section("Files", [f"Tables: {tables}. Records: metrics.json, comparisons.json."]))
+    return doc
 
 
 def run_report(
@@ -156,7 +190,7 @@ def run_report(
     Args:
         paths: run directories or ``predictions.csv`` files; empty uses ``config.paths``.
         config: the report configuration (``stages/report.toml`` plus CLI flags).
-        progress: optional progress callback (task ``"report"``, one step per stage).
+        progress: optional progress callback (task ``"report"``, six steps).
         cohort: an already loaded cohort table (``load_cohort(...).table``); overrides ``config.clinical``.
 
     Returns:
@@ -165,91 +199,72 @@ def run_report(
     Raises:
         ConfigError: no runs were given.
         ReportInputError: a predictions file is invalid, or runs of one task hold different patients.
+        CohortError: the cohort given with ``clinical`` is invalid.
     """
     paths = [Path(p) for p in paths] or list(config.paths)
     if not paths:
-        raise ConfigError("no runs to report: pass run directories or predictions.csv files as PATH, or set 'paths' in stages/report.toml")
+        raise ConfigError(
+            "no runs to report: pass run directories or predictions.csv files as PATH, "
+            "or set 'paths' in stages/report.toml"
+        )
     config = config.model_copy(update={"paths": paths})
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     emit(progress, "start", "report", total=6)
+
     runs = load_runs(paths)
     result = ReportResult(out=out, runs=[r.name for r in runs], alpha=config.alpha)
     for run in runs:
         if run.info.random_weights:
             result.random_weight_runs.append(run.name)
             result.warnings.append(
-                f"run {run.name} uses features from a randomly initialised encoder ({run.info.encoder or 'encoder unknown'}, "
-                "weights = random): its metrics say nothing about the method"
+                f"run {run.name} uses features from a randomly initialised encoder "
+                f"({run.info.encoder or 'encoder unknown'}, weights = random): its metrics say nothing about the method"
             )
     emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
 
     result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
-    result.warnings += [f"run {name}: Youden {t['youden'].note}" for name, t in thresholds.items() if "youden" in t and t["youden"].fell_back]
+    for name, by_rule in thresholds.items():
+        if "youden" in by_rule and by_rule["youden"].fell_back:
+            result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
     result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
     result.comparisons = compare_runs(runs)
     emit(progress, "advance", "report", steps=1)
 
     if cohort is None and config.clinical is not None:
         cohort = _load_cohort_table(Path(config.clinical))
-    subgroup_warnings: list[str] = []
-    table1_warnings: list[str] = []
+    cohort_warnings = None
     if cohort is not None:
         result.subgroups, subgroup_warnings = subgroup_records(
-            runs, cohort, thresholds=thresholds, alpha=config.alpha, age_cutoff=config.age_cutoff,
+            runs,
+            cohort,
+            thresholds=thresholds,
+            alpha=config.alpha,
+            age_cutoff=config.age_cutoff,
             t_stage_cutoff_cm=config.t_stage_cutoff_cm,
-        )  # fmt: skip
+        )
         groups = cohort_groups(cohort, fallback=_prediction_splits(runs))
-        result.table1, table1_warnings = table1(cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm,
-                                                extra_columns=config.table1_columns)  # fmt: skip
+        result.table1, table1_warnings = table1(
+            cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
+        )
         result.warnings += subgroup_warnings + table1_warnings
+        cohort_warnings = (subgroup_warnings, table1_warnings)
     emit(progress, "advance", "report", steps=1)
 
-    figures = _roc_figures(runs, result.metrics, out, config.figure_formats)
-    figures += _confusion_figures(runs, result.metrics, result.multiclass, out, config.figure_formats)
-    for block in figures:
-        for path in block.files:
-            result.files[path.name] = path
+    figures = roc_figures(runs, result.metrics, out=out, formats=config.figure_formats)
+    figures += confusion_figures(runs, result.metrics, result.multiclass, out=out, formats=config.figure_formats)
+    result.files.update({path.name: path for block in figures for path in block.files})
     emit(progress, "advance", "report", steps=1, info={"figures": len(figures)})
 
-    files = result.files
-    files["metrics.json"] = write_json(result.metrics, out / "metrics.json")
-    files["comparisons.json"] = write_json(result.comparisons, out / "comparisons.json")
-    files["metrics.csv"] = write_csv(result.metrics, out / "metrics.csv", columns=METRIC_KEYS)
-    files["comparisons.csv"] = write_csv(result.comparisons, out / "comparisons.csv", columns=COMPARISON_KEYS)
-    if result.multiclass:
-        files["multiclass.json"] = write_json(result.multiclass, out / "multiclass.json")
-        flat = [{**{k: v for k, v in r.items() if k not in ("per_class", "classes", "confusion")}, **c,
-                 "confusion": r["confusion"]} for r in result.multiclass for c in r["per_class"]]  # fmt: skip
-        files["multiclass.csv"] = write_csv(flat, out / "multiclass.csv")
-    if cohort is not None:
-        files["subgroups.json"] = write_json(result.subgroups, out / "subgroups.json")
-        files["subgroups.csv"] = write_csv(result.subgroups, out / "subgroups.csv", columns=SUBGROUP_KEYS)
-        files["table1.csv"] = write_csv(result.table1, out / "table1.csv", columns=TABLE1_KEYS)
+    _write_tables(result, with_cohort=cohort is not None)
     emit(progress, "advance", "report", steps=1)
 
-    flagged = set(result.random_weight_runs)
-    doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
-    doc.sections.append(document.runs_section(runs))
-    if result.metrics:
-        doc.sections.append(document.metrics_section(result.metrics, thresholds, rules=config.thresholds, alpha=config.alpha, flagged=flagged))
-        doc.sections.append(document.comparisons_section(result.comparisons, flagged=flagged))
-    if result.multiclass:
-        doc.sections.append(document.multiclass_section(result.multiclass, alpha=config.alpha, flagged=flagged))
-    if cohort is not None:
-        if result.subgroups:
-            doc.sections.append(document.subgroups_section(result.subgroups, rules=config.thresholds, alpha=config.alpha,
-                                                           warnings=subgroup_warnings, flagged=flagged))  # fmt: skip
-        doc.sections.append(document.table1_section(result.table1, warnings=table1_warnings))
-    else:
-        doc.sections.append(Section("Subgroups and Table 1", ["No cohort was given (--clinical / key 'clinical'): skipped."]))
-    doc.sections.append(Section("Figures", list(figures)))
-    tables = [name for name in files if name.endswith(".csv")]
-    doc.sections.append(Section("Files", ["Tables: " + ", ".join(tables) + ". Records: metrics.json, comparisons.json."]))
-    (out / "report.md").write_text(to_markdown(doc, out), encoding="utf-8")
-    (out / "report.html").write_text(to_html(doc), encoding="utf-8")
-    files["report.md"], files["report.html"] = out / "report.md", out / "report.html"
-    files["config.toml"] = save_resolved(config, out)
+    doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
+    result.files["report.md"] = out / "report.md"
+    result.files["report.md"].write_text(to_markdown(doc, out), encoding="utf-8")
+    result.files["report.html"] = out / "report.html"
+    result.files["report.html"].write_text(to_html(doc), encoding="utf-8")
+    result.files["config.toml"] = save_resolved(config, out)
     emit(progress, "advance", "report", steps=1)
     emit(progress, "end", "report")
     for warning in result.warnings:

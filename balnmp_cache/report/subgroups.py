@@ -26,7 +26,8 @@ __all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "subgroup_leve
 log = logging.getLogger(__name__)
 
 SUBGROUP_TITLES = {"age": "Age", "t_stage": "T stage", "er": "ER", "pr": "PR", "her2": "HER2"}
-_METRIC_PART = tuple(k for k in METRIC_KEYS if k not in ("run", "split", "threshold_rule", "threshold", "threshold_note", "notes"))
+_RUN_KEYS = ("run", "split", "threshold_rule", "threshold", "threshold_note", "notes")
+_METRIC_PART = tuple(k for k in METRIC_KEYS if k not in _RUN_KEYS)
 SUBGROUP_KEYS = ("run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes")
 """Keys of a subgroup record (``subgroups.json`` / ``subgroups.csv``)."""
 
@@ -59,7 +60,8 @@ def subgroup_levels(
     if "age" in cohort:
         age = pd.to_numeric(cohort["age"], errors="coerce").to_numpy()
         names = (f"<= {age_cutoff:g} y", f"> {age_cutoff:g} y")
-        out["age"] = (pd.Series(np.where(np.isnan(age), None, np.where(age <= age_cutoff, *names)), index=index, dtype=object), names)
+        levels = np.where(np.isnan(age), None, np.where(age <= age_cutoff, *names))
+        out["age"] = (pd.Series(levels, index=index, dtype=object), names)
     if "tumour_size_cm" in cohort:
         size = pd.to_numeric(cohort["tumour_size_cm"], errors="coerce").to_numpy()
         names = (f"T1 (<= {t_stage_cutoff_cm:g} cm)", f"T2 (> {t_stage_cutoff_cm:g} cm)")
@@ -67,7 +69,8 @@ def subgroup_levels(
         out["t_stage"] = (pd.Series(levels, index=index, dtype=object), names)
     for column in ("er", "pr", "her2"):
         if column in cohort:
-            out[column] = (pd.Series(receptor_status(cohort[column]).to_numpy(), index=index, dtype=object), ("Positive", "Negative"))
+            levels = receptor_status(cohort[column]).to_numpy()
+            out[column] = (pd.Series(levels, index=index, dtype=object), ("Positive", "Negative"))
     return out
 
 
@@ -145,8 +148,7 @@ def subgroup_records(
                         notes.append(f"subgroup test: {test.note}")
                     if n_unknown:
                         notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[variable]} left out")
-                    base = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value,
-                            "variable": variable, "level": name, "z": test.z, "p_value": test.p_value}  # fmt: skip
-                    merged = {**metrics, **base, "notes": notes}
-                    records.append({key: merged.get(key) for key in SUBGROUP_KEYS})
+                    record = {**metrics, "run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
+                    record.update(variable=variable, level=name, z=test.z, p_value=test.p_value, notes=notes)
+                    records.append({key: record.get(key) for key in SUBGROUP_KEYS})
     return records, warnings

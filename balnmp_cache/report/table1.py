@@ -48,6 +48,21 @@ def cohort_groups(cohort: pd.DataFrame, fallback: pd.Series | None = None) -> pd
     return split.map(lambda s: mapping.get(str(s).strip().lower()) if isinstance(s, str) else None)
 
 
+def _row(
+    characteristic: str,
+    level: str,
+    cells: dict[str, str],
+    *,
+    p_value: float | None = None,
+    test_name: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """One Table 1 row; ``cells`` holds the ``all``, ``training`` and ``test`` columns."""
+    row: dict[str, Any] = {"characteristic": characteristic, "level": level, **cells}
+    row.update(p_value=p_value, test_name=test_name, note=note)
+    return row
+
+
 def _continuous(name: str, values: pd.Series, group: pd.Series) -> list[dict[str, Any]]:
     from scipy.stats import mannwhitneyu
 
@@ -63,9 +78,8 @@ def _continuous(name: str, values: pd.Series, group: pd.Series) -> list[dict[str
         p_value = float(mannwhitneyu(parts["training"], parts["test"], alternative="two-sided").pvalue)
     else:
         note = "no test: a cohort has no values"
-    row = {"characteristic": name, "level": "mean ± SD", "all": summary(np.concatenate(list(parts.values()))),
-           **{g: summary(parts[g]) for g in GROUPS}, "p_value": p_value, "test_name": "Mann-Whitney U", "note": note}  # fmt: skip
-    rows = [row]
+    cells = {"all": summary(np.concatenate(list(parts.values()))), **{g: summary(parts[g]) for g in GROUPS}}
+    rows = [_row(name, "mean ± SD", cells, p_value=p_value, test_name="Mann-Whitney U", note=note)]
     missing = {g: int(values[group == g].isna().sum()) for g in GROUPS}
     if sum(missing.values()):
         rows.append(_count_row(name, "missing", missing))
@@ -77,9 +91,9 @@ def _count_row(name: str, level: str, counts: dict[str, int], totals: dict[str, 
         return f"{count} ({100.0 * count / total:.1f}%)" if total else str(count)
 
     totals = totals or {}
-    all_total = sum(totals.values()) if totals else None
-    return {"characteristic": name, "level": level, "all": cell(sum(counts.values()), all_total),
-            **{g: cell(counts[g], totals.get(g)) for g in GROUPS}, "p_value": None, "test_name": None, "note": None}  # fmt: skip
+    cells = {"all": cell(sum(counts.values()), sum(totals.values()) if totals else None)}
+    cells.update({g: cell(counts[g], totals.get(g)) for g in GROUPS})
+    return _row(name, level, cells)
 
 
 def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence[str] | None) -> list[dict[str, Any]]:
@@ -88,7 +102,8 @@ def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence
 
     known = values.notna() & group.notna()
     table = pd.crosstab(values[known].astype(str), group[known]).reindex(columns=list(GROUPS), fill_value=0)
-    levels = [lv for lv in (order or []) if lv in table.index] + sorted(lv for lv in table.index if lv not in (order or []))
+    order = list(order or [])
+    levels = [lv for lv in order if lv in table.index] + sorted(lv for lv in table.index if lv not in order)
     table = table.reindex(levels)
     nonzero = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
     p_value, note = None, None
@@ -97,8 +112,7 @@ def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence
     else:
         note = "no test: needs two cohorts and at least two observed levels"
     totals = {g: int(table[g].sum()) for g in GROUPS}
-    header = {"characteristic": name, "level": "", "all": "", "training": "", "test": "", "p_value": p_value,
-              "test_name": "chi-square", "note": note}  # fmt: skip
+    header = _row(name, "", dict.fromkeys(("all", *GROUPS), ""), p_value=p_value, test_name="chi-square", note=note)
     rows = [header] + [_count_row(name, lv, {g: int(table.loc[lv, g]) for g in GROUPS}, totals) for lv in levels]
     missing = {g: int((values.isna() & (group == g)).sum()) for g in GROUPS}
     if sum(missing.values()):
@@ -138,8 +152,8 @@ def table1(
     keep = group.notna()
     data, group = data[keep], group[keep]
     counts = {g: int((group == g).sum()) for g in GROUPS}
-    rows: list[dict[str, Any]] = [{"characteristic": "Patients", "level": "n", "all": str(sum(counts.values())),
-                                   **{g: str(counts[g]) for g in GROUPS}, "p_value": None, "test_name": None, "note": None}]  # fmt: skip
+    cells = {"all": str(sum(counts.values())), **{g: str(counts[g]) for g in GROUPS}}
+    rows: list[dict[str, Any]] = [_row("Patients", "n", cells)]
     if "age" in data:
         rows += _continuous("Age (years)", pd.to_numeric(data["age"], errors="coerce"), group)
     if "tumour_size_cm" in data:
@@ -151,7 +165,8 @@ def table1(
         if column in data:
             rows += _categorical(title, receptor_status(data[column]), group, _ORDER[column])
     if "aln_status" in data:
-        rows += _categorical("ALN status", data["aln_status"].astype(object).where(data["aln_status"].notna()), group, _ORDER["aln_status"])
+        status = data["aln_status"].astype(object).where(data["aln_status"].notna())
+        rows += _categorical("ALN status", status, group, _ORDER["aln_status"])
     for column in extra_columns:
         if column in data:
             rows += _categorical(column, data[column].astype(object).where(data[column].notna()), group, None)
