@@ -153,9 +153,9 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float, 
     auc_part, notes = _auc(labels, scores, alpha)
     record.update(auc_part)
     estimates = {
-        "acc": proportion(tp + tn, n, alpha=alpha, what="accuracy"),
-        "sens": proportion(tp, tp + fn, alpha=alpha, what="sensitivity (no positives)"),
-        "spec": proportion(tn, tn + fp, alpha=alpha, what="specificity (no negatives)"),
+        "acc": proportion(tp + tn, n, alpha=alpha, what="accuracy", why="no patients"),
+        "sens": proportion(tp, tp + fn, alpha=alpha, what="sensitivity", why="no positive patients"),
+        "spec": proportion(tn, tn + fp, alpha=alpha, what="specificity", why="no negative patients"),
         "ppv": predictive_value("ppv", tp=tp, fp=fp, tn=tn, fn=fn, alpha=alpha),
         "npv": predictive_value("npv", tp=tp, fp=fp, tn=tn, fn=fn, alpha=alpha),
     }

@@ -51,12 +51,19 @@ def _split(record: Record) -> str:
     return SPLIT_LABELS.get(record["split"], record["split"])
 
 
+def _where(record: Record) -> str:
+    """``run, split`` or, for a subgroup, ``run, variable level``."""
+    if "variable" in record:
+        return f"{record['run']}, {SUBGROUP_TITLES[record['variable']]} {record['level']}"
+    return f"{record['run']}, {_split(record)}"
+
+
 def _notes(records: Sequence[Record], extra: Sequence[str] = ()) -> str | None:
-    """Every distinct note, prefixed with its run and split."""
+    """Every distinct note, prefixed with where it applies."""
     seen: dict[str, None] = dict.fromkeys(extra)
     for record in records:
         for note in record.get("notes") or []:
-            seen[f"{record['run']}, {_split(record)}: {note}"] = None
+            seen[f"{_where(record)}: {note}"] = None
     return "Notes: " + " | ".join(seen) if seen else None
 
 
@@ -209,9 +216,14 @@ def multiclass_section(records: Sequence[Record], *, alpha: float, flagged: Coll
 
 def table1_section(rows: Sequence[Record], *, warnings: Sequence[str]) -> Section:
     """Table 1: the training (T + V) and test (I-T) cohorts."""
+    # The characteristic is named on the first row of its group only, as in a printed Table 1.
+    names = [
+        "" if i and rows[i - 1]["characteristic"] == r["characteristic"] else r["characteristic"]
+        for i, r in enumerate(rows)
+    ]
     cells = [
         [
-            r["characteristic"],
+            name,
             r["level"],
             r["all"],
             r["training"],
@@ -219,7 +231,7 @@ def table1_section(rows: Sequence[Record], *, warnings: Sequence[str]) -> Sectio
             fmt_p(r["p_value"]) if r["test_name"] else "",
             r["test_name"] or "",
         ]
-        for r in rows
+        for name, r in zip(names, rows, strict=True)
     ]
     remarks = [*warnings, *(f"{r['characteristic']}: {r['note']}" for r in rows if r.get("note"))]
     note = (

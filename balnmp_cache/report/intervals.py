@@ -86,10 +86,15 @@ def clopper_pearson(successes: float, n: float, *, alpha: float = 0.05) -> CI | 
     return (low, high)
 
 
-def proportion(successes: int, n: int, *, alpha: float = 0.05, what: str = "proportion") -> Estimate:
-    """``successes / n`` with its Clopper–Pearson interval; undefined (``None``) when ``n == 0``."""
+def proportion(
+    successes: int, n: int, *, alpha: float = 0.05, what: str = "proportion", why: str = "its denominator is 0"
+) -> Estimate:
+    """``successes / n`` with its Clopper–Pearson interval.
+
+    At ``n == 0`` the value and interval are ``None`` and the note reads ``"<what> undefined: <why>"``.
+    """
     if n == 0:
-        return Estimate(None, None, None, f"{what} undefined: its denominator is 0")
+        return Estimate(None, None, None, f"{what} undefined: {why}")
     return Estimate(successes / n, clopper_pearson(successes, n, alpha=alpha), CP_METHOD)
 
 

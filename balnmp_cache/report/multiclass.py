@@ -55,8 +55,9 @@ def multiclass_metrics(
             auc = float(roc_auc_score(is_c, probabilities[:, c]))
             aucs.append(auc)
         hits = int(confusion[c, c])
-        precision = proportion(hits, int(confusion[:, c].sum()), alpha=alpha, what=f"precision of {name} (never predicted)")
-        recall = proportion(hits, int(confusion[c, :].sum()), alpha=alpha, what=f"recall of {name} (no patients)")
+        predicted_c, support = int(confusion[:, c].sum()), int(confusion[c, :].sum())
+        precision = proportion(hits, predicted_c, alpha=alpha, what=f"precision of {name}", why="never predicted")
+        recall = proportion(hits, support, alpha=alpha, what=f"recall of {name}", why=f"no patients of {name}")
         notes += [e.note for e in (precision, recall) if e.note]
         row: dict[str, Any] = {"class": name, "support": int(is_c.sum()), "auc_ovr": auc}
         for key, estimate in (("precision", precision), ("recall", recall)):
