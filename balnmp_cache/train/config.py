@@ -44,6 +44,7 @@ class TrainConfig(StageConfig):
     splits_file: Path | None = Field(None, description="k-fold assignment file, written once and reused")
     seed: int = Field(0, description="seed of initialisation, bag sampling and dropout")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training runs")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads torch may use while training; default: torch's own setting")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -1,0 +1,33 @@
+"""Stage 2: bags, the trainer, run directories, ablation grids and ``predict``.
+
+``run_train(TrainConfig)`` trains one attention-MIL head on a feature cache and writes a run
+directory; ``run_ablation(grid)`` trains every configuration of a grid in one process, sharing
+the loaded features; ``run_predict(run_dir, sources)`` applies a trained run to new slides.
+Importing this package does not import torch (the training functions do).
+"""
+
+from balnmp_cache.train.ablation import AblationConfig as AblationConfig
+from balnmp_cache.train.ablation import AblationResult as AblationResult
+from balnmp_cache.train.ablation import expand_grid as expand_grid
+from balnmp_cache.train.ablation import run_ablation as run_ablation
+from balnmp_cache.train.config import TrainConfig as TrainConfig
+from balnmp_cache.train.predict import PredictResult as PredictResult
+from balnmp_cache.train.predict import PredictRow as PredictRow
+from balnmp_cache.train.predict import run_predict as run_predict
+from balnmp_cache.train.run import TrainResult as TrainResult
+from balnmp_cache.train.run import run_train as run_train
+from balnmp_cache.train.run import train_group as train_group
+
+__all__ = [
+    "AblationConfig",
+    "AblationResult",
+    "PredictResult",
+    "PredictRow",
+    "TrainConfig",
+    "TrainResult",
+    "expand_grid",
+    "run_ablation",
+    "run_predict",
+    "run_train",
+    "train_group",
+]

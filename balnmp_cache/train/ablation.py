@@ -1,0 +1,303 @@
+"""Ablation grids: expand, train every configuration in one process, resume, tabulate.
+
+A grid file (``stages/ablations/*.toml``)::
+
+    out = "out/demo/ablation"          # runs go to <out>/runs/<name>, tables to <out>/runs.csv, results.csv
+    group = true                       # train configurations that share data and batches together
+
+    [base]                             # TrainConfig keys shared by every run (not `out`)
+    cohort = "demo/bcnb"
+    epochs = 30
+
+    [grid]                             # TrainConfig keys, each a list of values, crossed
+    cache = ["out/demo/cache"]
+    head = ["balnmp", "abmil"]
+    variant = ["image", "image_clinical", "clinical_only"]
+    task = [0, 3, 4]
+    bags_per_slide = ["auto", 4]       # "auto" = floor(n / N)
+    seed = [0, 1, 2]
+
+``variant`` sets ``clinical`` and ``head``: ``image`` (clinical = false), ``image_clinical``
+(clinical = true), ``clinical_only`` (head = clinical_only, clinical = true). A clinical-only model
+does not depend on the head or the encoder, so it runs once per remaining axis, on the grid's
+first cache. Finished runs (``run.json`` complete and ``predictions.csv`` present) are never redone;
+the tables are rebuilt from all finished runs of the grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from balnmp_cache.config import StageConfig, load_config, save_resolved, to_plain
+from balnmp_cache.errors import ConfigError
+from balnmp_cache.progress import ProgressCallback, emit
+from balnmp_cache.train.config import TrainConfig
+from balnmp_cache.train.rundir import is_finished, read_run_json, write_csv
+from balnmp_cache.train.run import group_key
+
+__all__ = ["AblationConfig", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
+
+log = logging.getLogger(__name__)
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "image": {"clinical": False},
+    "image_clinical": {"clinical": True},
+    "clinical_only": {"clinical": True, "head": "clinical_only", "head_options": {}},
+}
+_AXES = tuple(name for name in TrainConfig.model_fields if name != "out") + ("variant",)
+SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC", "test AUC range"]
+
+
+class AblationConfig(StageConfig):
+    """An ablation grid file (see the module docstring)."""
+
+    out: Path = Field(Path("out/ablation"), description="folder for the runs and the results tables")
+    group: bool = Field(True, description="train configurations that share data and batches together")
+    description: str = Field("", description="free text shown nowhere but kept with the resolved grid")
+    base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every run")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="TrainConfig keys (and 'variant') to cross")
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> AblationConfig:
+        for table, keys in (("base", self.base), ("grid", self.grid)):
+            for key in keys:
+                if key not in _AXES or (table == "base" and key == "variant"):
+                    valid = ", ".join(a for a in _AXES if table == "grid" or a != "variant")
+                    raise ValueError(f"unknown key '{table}.{key}'; valid keys are: {valid}")
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key} is an empty list; give at least one value")
+        bad = [v for v in self.grid.get("variant", []) if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"unknown variant(s) {bad}; valid variants are: {', '.join(VARIANTS)}")
+        if "variant" in self.grid and ("clinical" in self.grid or "clinical" in self.base):
+            raise ValueError("give either grid.variant or clinical, not both (variant sets clinical)")
+        return self
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One configuration of a grid: its run name and resolved TrainConfig (``out`` set)."""
+
+    name: str
+    variant: str
+    config: TrainConfig
+
+
+@dataclass
+class AblationResult:
+    """What ``run_ablation`` reports (the CLI renders it).
+
+    Attributes:
+        out: the grid's output folder.
+        csv_path: ``results.csv``, one row per configuration over its seeds.
+        n_runs: configurations in the grid.
+        n_done_before: of those, runs already finished before this call (resumed).
+        summary_columns, summary_rows: the results table for display.
+    """
+
+    out: Path
+    csv_path: Path
+    n_runs: int
+    n_done_before: int
+    summary_columns: list[str]
+    summary_rows: list[dict[str, Any]]
+
+
+def _variant_of(cfg: TrainConfig) -> str:
+    if cfg.head == "clinical_only":
+        return "clinical_only"
+    return "image_clinical" if cfg.clinical else "image"
+
+
+def _cache_label(path: Path) -> str:
+    try:
+        from balnmp_cache.cache import resolve_cache_dir
+
+        return resolve_cache_dir(path).name
+    except Exception:  # a missing cache is reported when the run loads it
+        return Path(path).name
+
+
+def _run_name(cfg: TrainConfig, variant: str) -> str:
+    """Readable and stable: task, cache, head, variant, N, M, seed, then a digest of the whole configuration."""
+    plain = to_plain(cfg.model_dump(exclude={"out"}))
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    cache = "any" if variant == "clinical_only" else _cache_label(cfg.cache)
+    m = "auto" if cfg.bags_per_slide is None else str(cfg.bags_per_slide)
+    return f"task{cfg.task}-{cache}-{cfg.head}-{variant}-N{cfg.bag_size}-M{m}-seed{cfg.seed}-{digest}"
+
+
+def expand_grid(grid: AblationConfig, *, out: Path | None = None) -> list[GridRun]:
+    """Every configuration of ``grid``, deduplicated (clinical-only runs once per non-image axis).
+
+    Raises:
+        ConfigError: a combination is not a valid TrainConfig (the message names it).
+    """
+    out = Path(out or grid.out)
+    axes = list(grid.grid)
+    first_cache = (grid.grid.get("cache") or [grid.base.get("cache", TrainConfig.model_fields["cache"].default)])[0]
+    runs: dict[str, GridRun] = {}
+    for values in itertools.product(*(grid.grid[a] for a in axes)):
+        data = dict(grid.base)
+        combo = dict(zip(axes, values, strict=True))
+        variant = combo.pop("variant", None)
+        data.update(combo)
+        if data.get("bags_per_slide") == "auto":
+            data["bags_per_slide"] = None
+        if variant is not None:
+            data.update(VARIANTS[variant])
+        if data.get("head") == "clinical_only":
+            data["cache"] = first_cache
+            data["clinical"] = True
+            data["head_options"] = {}
+        data["out"] = out / "runs" / "pending"
+        try:
+            cfg = TrainConfig.model_validate(data)
+        except ValidationError as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in zip(axes, values, strict=True))
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"grid combination ({shown}) is not a valid train configuration: {problems}") from err
+        name = _run_name(cfg, _variant_of(cfg))
+        if name not in runs:
+            runs[name] = GridRun(name, _variant_of(cfg), cfg.model_copy(update={"out": out / "runs" / name}))
+    return list(runs.values())
+
+
+def _row(run: GridRun) -> dict[str, Any] | None:
+    info = read_run_json(run.config.out, missing_ok=True)
+    if not info or not is_finished(run.config.out):
+        return None
+    metrics = info.get("metrics", {})
+    cfg = run.config
+    return {
+        "run": run.name, "task": cfg.task, "task_name": info.get("task_name"),
+        "encoder": "-" if run.variant == "clinical_only" else info.get("cache", {}).get("encoder"),
+        "cache": "-" if run.variant == "clinical_only" else _cache_label(cfg.cache),
+        "head": cfg.head, "variant": run.variant, "N": cfg.bag_size,
+        "M": "auto" if cfg.bags_per_slide is None else cfg.bags_per_slide, "seed": cfg.seed,
+        "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run"),
+        "val_auc": metrics.get("val", {}).get("auc"), "test_auc": metrics.get("test", {}).get("auc"),
+        "test_acc": metrics.get("test", {}).get("acc"), "seconds": info.get("seconds"),
+    }
+
+
+def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None, float | None, float | None]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return None, None, None, None
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, sd, min(vals), max(vals)
+
+
+def _tables(out: Path, rows: list[dict[str, Any]]) -> tuple[Path, list[dict[str, Any]]]:
+    run_cols = ["run", "task", "task_name", "encoder", "cache", "head", "variant", "N", "M", "seed", "best_epoch",
+                "epochs_run", "val_auc", "test_auc", "test_acc", "seconds"]
+    write_csv(out / "runs.csv", run_cols, ([_cell(r[c]) for c in run_cols] for r in rows))
+    keys = ("task", "task_name", "encoder", "cache", "head", "variant", "N", "M")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    result_cols = [*keys, "n_seeds", "val_auc_mean", "val_auc_sd", "test_auc_mean", "test_auc_sd", "test_auc_min",
+                   "test_auc_max"]
+    csv_rows, summary = [], []
+    for key, members in groups.items():
+        v_mean, v_sd, _, _ = _stats([m["val_auc"] for m in members])
+        t_mean, t_sd, t_min, t_max = _stats([m["test_auc"] for m in members])
+        record = dict(zip(keys, key, strict=True))
+        csv_rows.append([_cell(v) for v in (*key, len(members), v_mean, v_sd, t_mean, t_sd, t_min, t_max)])
+        summary.append({
+            "task": record["task_name"], "encoder": record["encoder"], "head": record["head"],
+            "variant": record["variant"], "N": record["N"], "M": record["M"], "seeds": len(members),
+            "val AUC": _pm(v_mean, v_sd), "test AUC": _pm(t_mean, t_sd),
+            "test AUC range": None if t_min is None else f"{t_min:.3f}–{t_max:.3f}",
+        })
+    path = write_csv(out / "results.csv", result_cols, csv_rows)
+    return path, summary
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _pm(mean: float | None, sd: float | None) -> str | None:
+    return None if mean is None else f"{mean:.3f} ± {sd:.3f}"
+
+
+def run_ablation(grid: Path, *, out: Path | None = None, progress: ProgressCallback | None = None) -> AblationResult:
+    """Train every configuration of the grid file ``grid`` that is not finished yet, then tabulate.
+
+    Features of a cache are loaded once and shared by all its runs; with ``group = true``,
+    configurations that share data and batches (same cache, task, splits, N, M, B and seed) train
+    together in one loop.
+
+    Args:
+        grid: the grid file (TOML).
+        out: overrides the file's ``out``.
+        progress: receives ``runs`` (and ``epochs``) events.
+
+    Raises:
+        ConfigError: an invalid grid; CohortError / CacheError: bad data, before that data's runs start.
+    """
+    cfg = load_config(AblationConfig, grid)
+    out = Path(out or cfg.out)
+    runs = expand_grid(cfg, out=out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg.model_copy(update={"out": out}), out, name="ablation.toml")
+    done = [r for r in runs if is_finished(r.config.out)]
+    pending = [r for r in runs if not is_finished(r.config.out)]
+    log.info("ablation %s: %d configurations, %d finished before, %d to run", grid, len(runs), len(done), len(pending))
+    emit(progress, "start", "runs", total=len(runs))
+    if done:
+        emit(progress, "advance", "runs", steps=len(done))
+    _train_pending(pending, group=cfg.group, progress=progress)
+    emit(progress, "end", "runs")
+    rows = [row for r in runs if (row := _row(r)) is not None]
+    csv_path, summary = _tables(out, rows)
+    return AblationResult(out=out, csv_path=csv_path, n_runs=len(runs), n_done_before=len(done),
+                          summary_columns=list(SUMMARY_COLUMNS), summary_rows=summary)
+
+
+def _train_pending(pending: list[GridRun], *, group: bool, progress: ProgressCallback | None) -> None:
+    from balnmp_cache.cache import load_cache
+    from balnmp_cache.cohort import load_cohort
+    from balnmp_cache.train.loop import FeatureSource, resolve_device
+    from balnmp_cache.train.run import train_group
+
+    by_cache: dict[str, list[GridRun]] = {}
+    for run in pending:
+        by_cache.setdefault(str(run.config.cache), []).append(run)
+    cohorts: dict[str, Any] = {}
+    for cache_path, runs in by_cache.items():
+        cache = load_cache(Path(cache_path))  # loaded once for all of its runs
+        sources: dict[str, Any] = {}
+        batches: dict[tuple[Any, ...], list[GridRun]] = {}
+        for run in runs:
+            key = group_key(run.config) if group else (run.name,)
+            batches.setdefault(key, []).append(run)
+        for members in batches.values():
+            first = members[0].config
+            cohort_key = str(first.cohort)
+            if cohort_key not in cohorts:
+                cohorts[cohort_key] = load_cohort(first.cohort)
+            device = str(resolve_device(first.device))
+            if device not in sources:
+                sources[device] = FeatureSource(cache.features, resolve_device(first.device))
+            log.info("training %s", ", ".join(m.name for m in members))
+            train_group([m.config for m in members], cache=cache, cohort=cohorts[cohort_key], source=sources[device],
+                        progress=progress)
+            emit(progress, "advance", "runs", steps=len(members))
+        del cache, sources
