@@ -27,7 +27,8 @@ def extract_summary(result: Any) -> Group:
     for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
         table.add_column(col, overflow="fold")
     rows = sorted(result.rows, key=lambda r: (r.status == "ok", r.slide_id))
-    shown = [r for r in rows if r.status != "ok"] + [r for r in rows if r.status == "ok"][: max(0, 10 - len(rows))]
+    problems = [r for r in rows if r.status != "ok"]
+    shown = problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))]
     for row in shown[:50]:
         table.add_row(
             Text(row.slide_id), Text(row.patient_id), Text(row.status, style=_STATUS_STYLE.get(row.status, "")),

@@ -89,6 +89,11 @@ def extract(
     dtype: Annotated[Optional[str], typer.Option(help="float16 | float32")] = None,
     skip_errors: Annotated[Optional[bool], typer.Option("--skip-errors/--no-skip-errors", help="go on after a failing slide")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="redo slides that are already complete")] = None,
+    prefer: Annotated[Optional[str], typer.Option(help="jpeg | pyramidal: which slides of a BCNB root to read")] = None,
+    patch_filter: Annotated[Optional[str], typer.Option(help="white_ratio (official) | background")] = None,
+    white_ratio_max: Annotated[Optional[float], typer.Option(help="drop a patch whose white ratio is >= this (0.3)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed of --weights random")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="patches per encoder batch")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="reader threads")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
@@ -111,7 +116,9 @@ def extract(
             _overrides(
                 sources=sources, out=out, encoder=encoder, mode=mode, weights=weights, patch_px=patch_px,
                 target_mpp=target_mpp, magnification=magnification, slide_mpp=slide_mpp, format=format, dtype=dtype,
-                skip_errors=skip_errors, force=force, batch_size=batch_size, num_workers=num_workers, device=device,
+                skip_errors=skip_errors, force=force, prefer=prefer, patch_filter=patch_filter,
+                white_ratio_max=white_ratio_max, seed=seed, precision=precision, batch_size=batch_size,
+                num_workers=num_workers, device=device,
             ),
         )
         with ui.log_to_file(cfg.out / "extract.log"), ui.RichProgress() as progress:

@@ -1,0 +1,80 @@
+"""The compute side of stage 1: uint8 patches -> (B, D) float32 features, on the CPU or a GPU.
+
+On a GPU the encoder runs under autocast (bf16 by default) in ``channels_last`` layout, and the
+uint8 batch is pinned so the host-to-device copy overlaps the reader thread's next decode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from balnmp_cache.errors import EncoderError
+from balnmp_cache.extract.config import ExtractConfig
+
+__all__ = ["BatchEncoder", "pick_device"]
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("--device cuda asked for but no CUDA device is usable here; pass --device cpu or auto")
+    return requested
+
+
+@dataclass
+class BatchEncoder:
+    """A built encoder plus how to run it: device, autocast dtype, pinned transfers.
+
+    Attributes:
+        encoder: the :class:`~balnmp_cache.encoders.Encoder`.
+        device: ``cpu`` or ``cuda``.
+        autocast_dtype: ``None`` for fp32, else the torch dtype used under autocast.
+    """
+
+    encoder: Any
+    device: str
+    autocast_dtype: Any
+
+    @classmethod
+    def build(cls, config: ExtractConfig) -> BatchEncoder:
+        import torch
+
+        from balnmp_cache.encoders import create_encoder
+
+        device = pick_device(config.device)
+        encoder = create_encoder(config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device)
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16" if device == "cuda" else "fp32"
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if device == "cuda":
+            encoder = encoder.to(device, channels_last=True)
+            torch.backends.cudnn.benchmark = True
+        log.info("encoder on %s, precision %s", device, precision)
+        return cls(encoder=encoder, device=device, autocast_dtype=dtype)
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        """(B, h, w, 3) uint8 -> (B, D) float32 numpy."""
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(patches))
+        if self.device == "cuda":
+            batch = batch.pin_memory()
+        with torch.inference_mode():
+            x = self.encoder.preprocess(batch)  # (B, 3, input_px, input_px) on the device
+            if self.autocast_dtype is not None:
+                with torch.autocast(device_type=self.device, dtype=self.autocast_dtype):
+                    features = self.encoder.model(x)
+            else:
+                features = self.encoder.model(x)
+            return features.float().cpu().numpy()  # (B, D)
