@@ -8,8 +8,8 @@ few N0 slides have some high-grade tissue too. A share of N(+) patients is *occu
 from the N0 distribution, which caps the attainable AUC.
 
 The clinical columns carry a weaker signal: larger tumours and ER-negative tumours are slightly more common
-in N(+) patients. Age, PR, HER2 and the other columns do not depend on the label (beyond their correlation
-with ER).
+in N(+) patients (and PR follows ER). Age, HER2 and the other columns do not depend on the label, except
+``Histological grading`` (grade 3 slightly more common in N(+)), which BALNMP's clinical inputs do not use.
 """
 
 from __future__ import annotations
