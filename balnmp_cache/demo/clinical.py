@@ -126,7 +126,7 @@ def write_clinical(path: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=list(CLINICAL_COLUMNS))
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    tmp = path.with_name(f".{path.name}.tmp")
     table.to_excel(tmp, index=False, engine="openpyxl")
     tmp.replace(path)
 

@@ -139,7 +139,7 @@ def _write_slide(out: Path, seed: int, patient_id: int, aln_status: str, pyramid
     folders = [out / "WSIs"] + ([out / "WSIs-pyramidal"] if pyramidal else [])
     for folder in folders:
         (folder / f"{patient_id}.json").write_text(text, encoding="utf-8")
-    tmp = out / "WSIs" / f"{patient_id}.tmp.jpg"
+    tmp = out / "WSIs" / f".{patient_id}.jpg.tmp"  # a name no slide scanner picks up
     Image.fromarray(rgb).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
     tmp.replace(out / "WSIs" / f"{patient_id}.jpg")
     if pyramidal:

@@ -51,7 +51,7 @@ def write_pyramidal_tiff(path: Path, rgb: np.ndarray, *, mpp: float, tile_px: in
 
     height, width = rgb.shape[:2]
     downsamples = pyramid_downsamples(width, height)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     level = rgb
     with tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
         for i, downsample in enumerate(downsamples):

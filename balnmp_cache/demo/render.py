@@ -6,10 +6,10 @@ cytoplasm, pink), turned into RGB by Beer-Lambert absorption through a lookup ta
 - background outside the cores: near-white glass, about (243, 242, 246), never exactly 255;
 - non-tumour tissue: fibrous pink stroma with sparse spindle nuclei, fat (empty vacuoles) and lymphocyte
   clusters;
-- tumour (inside the polygons): nests of tumour cells (round nuclei about 12-15 px across) separated by thin
-  stroma;
+- tumour (inside the polygons): nests of tumour cells (lilac cytoplasm, round-oval nuclei 15-20 px long)
+  separated by thin stroma;
 - high-grade fields inside the tumour (the planted signal, see :mod:`balnmp_cache.demo.planted`): solid nests
-  of larger (17-26 px), darker, irregular nuclei with nucleoli, packed more densely.
+  of larger (20-27 px), darker, irregular nuclei with nucleoli, packed more densely.
 
 Nuclei are stamped from fixed banks of sprites by ``numpy.bincount`` over flat pixel indices, so a slide of a
 few megapixels renders in a fraction of a second.
@@ -18,6 +18,7 @@ few megapixels renders in a fraction of a second.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -67,7 +68,8 @@ def _bank(kind: str) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
         u = xx * math.cos(angle) + yy * math.sin(angle)
         v = -xx * math.sin(angle) + yy * math.cos(angle)
         phi = np.arctan2(v / b, u / a)
-        outline = 1.0 + sum(rng.normal(0, spec["irregular"] / (k - 1)) * np.cos(k * phi + rng.uniform(0, 6.3)) for k in (2, 3, 4))
+        harmonics = [(k, rng.normal(0, spec["irregular"] / (k - 1)), rng.uniform(0, 2 * math.pi)) for k in (2, 3, 4)]
+        outline = 1.0 + sum(amp * np.cos(k * phi + phase) for k, amp, phase in harmonics)
         r = np.sqrt((u / a) ** 2 + (v / b) ** 2) / outline
         alpha = np.clip((1.0 - r) * a / 1.2, 0.0, 1.0)  # about 1.2 px soft edge
         if spec["chromatin"]:
@@ -86,7 +88,7 @@ def _field(rng: np.random.Generator, shape: tuple[int, int], scale: tuple[float,
     low = (int(shape[0] / scale[0]) + 4, int(shape[1] / scale[1]) + 4)
     noise = rng.standard_normal(low, dtype=np.float32)
     size = (int(math.ceil(low[1] * scale[1])), int(math.ceil(low[0] * scale[0])))
-    image = Image.fromarray(noise, mode="F").resize(size, Image.BICUBIC)
+    image = Image.fromarray(noise).resize(size, Image.BICUBIC)  # float32 -> mode "F"
     top, left = 2 * int(scale[0]), 2 * int(scale[1])
     out = np.array(image)[top : top + shape[0], left : left + shape[1]]
     out *= np.float32(1.6)  # bicubic interpolation of white noise keeps about 0.6 of its spread
@@ -167,7 +169,7 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     high = _discs(layout.fields, shape) & tumour
 
     nest_noise = _field(rng, shape, (30.0, 30.0))
-    fibre = _field(rng, shape, (3.0, 30.0))
+    fibre = _field(rng, shape, (3.0, 30.0))  # thin horizontal streaks; becomes the eosin map in place
     # Nests of tumour cells where the noise is high; solid nests in high-grade fields.
     nest = nest_noise > np.float32(-0.45)
     nest |= high & (nest_noise > np.float32(-1.1))
@@ -214,13 +216,15 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     return _lut()[index], high, tumour
 
 
-def _zones(rng: np.random.Generator, shape: tuple[int, int], threshold: float):
+def _zones(
+    rng: np.random.Generator, shape: tuple[int, int], threshold: float
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A smooth random yes/no map with blobs about 250 px across, evaluated at points ``(ys, xs)``."""
     cell = 64
     low = (shape[0] // 256 + 3, shape[1] // 256 + 3)
     noise = rng.standard_normal(low, dtype=np.float32)
     size = (low[1] * 4, low[0] * 4)
-    zone = np.asarray(Image.fromarray(noise, mode="F").resize(size, Image.BICUBIC)) * np.float32(1.6) > threshold
+    zone = np.asarray(Image.fromarray(noise).resize(size, Image.BICUBIC)) * np.float32(1.6) > threshold
 
     def at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return zone[ys // cell, xs // cell]
