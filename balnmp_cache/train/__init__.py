@@ -6,10 +6,10 @@ the loaded features; ``run_predict(run_dir, sources)`` applies a trained run to 
 Importing this package does not import torch (the training functions do).
 """
 
-from balnmp_cache.train.ablation import AblationConfig as AblationConfig
-from balnmp_cache.train.ablation import AblationResult as AblationResult
-from balnmp_cache.train.ablation import expand_grid as expand_grid
-from balnmp_cache.train.ablation import run_ablation as run_ablation
+from balnmp_cache.train.ablate import AblationGrid as AblationGrid
+from balnmp_cache.train.ablate import AblationResult as AblationResult
+from balnmp_cache.train.ablate import expand_grid as expand_grid
+from balnmp_cache.train.ablate import run_ablation as run_ablation
 from balnmp_cache.train.config import TrainConfig as TrainConfig
 from balnmp_cache.train.predict import PredictResult as PredictResult
 from balnmp_cache.train.predict import PredictRow as PredictRow
@@ -19,7 +19,7 @@ from balnmp_cache.train.run import run_train as run_train
 from balnmp_cache.train.run import train_group as train_group
 
 __all__ = [
-    "AblationConfig",
+    "AblationGrid",
     "AblationResult",
     "PredictResult",
     "PredictRow",

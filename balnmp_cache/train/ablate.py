@@ -45,7 +45,7 @@ from balnmp_cache.train.config import TrainConfig
 from balnmp_cache.train.rundir import is_finished, read_run_json, write_csv
 from balnmp_cache.train.run import group_key
 
-__all__ = ["AblationConfig", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
+__all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _AXES = tuple(name for name in TrainConfig.model_fields if name != "out") + ("va
 SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC", "test AUC range"]
 
 
-class AblationConfig(StageConfig):
+class AblationGrid(StageConfig):
     """An ablation grid file (see the module docstring)."""
 
     out: Path = Field(Path("out/ablation"), description="folder for the runs and the results tables")
@@ -68,7 +68,7 @@ class AblationConfig(StageConfig):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="TrainConfig keys (and 'variant') to cross")
 
     @model_validator(mode="after")
-    def _known_keys(self) -> AblationConfig:
+    def _known_keys(self) -> AblationGrid:
         for table, keys in (("base", self.base), ("grid", self.grid)):
             for key in keys:
                 if key not in _AXES or (table == "base" and key == "variant"):
@@ -138,7 +138,7 @@ def _run_name(cfg: TrainConfig, variant: str) -> str:
     return f"task{cfg.task}-{cache}-{cfg.head}-{variant}-N{cfg.bag_size}-M{m}-seed{cfg.seed}-{digest}"
 
 
-def expand_grid(grid: AblationConfig, *, out: Path | None = None) -> list[GridRun]:
+def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]:
     """Every configuration of ``grid``, deduplicated (clinical-only runs once per non-image axis).
 
     Raises:
@@ -252,7 +252,7 @@ def run_ablation(grid: Path, *, out: Path | None = None, progress: ProgressCallb
     Raises:
         ConfigError: an invalid grid; CohortError / CacheError: bad data, before that data's runs start.
     """
-    cfg = load_config(AblationConfig, grid)
+    cfg = load_config(AblationGrid, grid)
     out = Path(out or cfg.out)
     runs = expand_grid(cfg, out=out)
     out.mkdir(parents=True, exist_ok=True)
