@@ -14,7 +14,7 @@ import numpy as np
 from balnmp_cache.config import save_resolved, to_plain
 from balnmp_cache.errors import CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback
-from balnmp_cache.train.bags import official_bag_set, sample_bags, eval_rng
+from balnmp_cache.train.bags import eval_rng, official_bag_set, sample_bags
 from balnmp_cache.train.config import TrainConfig
 from balnmp_cache.train.data import TaskData, cache_provenance, prepare_task_data
 from balnmp_cache.train.metrics import merge_bags, split_metrics
@@ -144,6 +144,7 @@ def train_group(
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
     from balnmp_cache.train.loop import FeatureSource, ModelPlan, evaluate, fit_models, resolve_device, torch_threads
+    from balnmp_cache.train.rundir import start_run
 
     if not cfgs:
         return []
@@ -171,8 +172,6 @@ def train_group(
         encoders.append(encoder)
     source = source if source is not None else FeatureSource(cache.features, device)
     for cfg in cfgs:
-        from balnmp_cache.train.rundir import start_run
-
         start_run(Path(cfg.out))
     log.info("training %d model(s) on %s (%d patients, %d evaluation bags of N = %d)", len(cfgs), source.device,
              data.n_patients, len(shared.eval_bags), first.bag_size)
@@ -182,8 +181,9 @@ def train_group(
         outputs = evaluate([f.head for f in fitted], clinicals, shared.eval_bags, source, attention=True)
     seconds = time.perf_counter() - tic
     results = []
-    for cfg, plan, fit, encoder, (bag_probs, attention) in zip(cfgs, plans, fitted, encoders, outputs, strict=True):
-        results.append(_write_run(cfg, data, shared, plan, fit, encoder, bag_probs, attention, seconds, len(cfgs)))
+    for cfg, fit, encoder, (bag_probs, attention) in zip(cfgs, fitted, encoders, outputs, strict=True):
+        results.append(_write_run(cfg, data=data, eval_bags=shared.eval_bags, fit=fit, encoder=encoder, bag_probs=bag_probs,
+                                   attention=attention, seconds=seconds, group_size=len(cfgs), device=source.device))
     return results
 
 
@@ -193,12 +193,25 @@ def _tensor(array: np.ndarray, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
 
-def _write_run(cfg, data, shared, plan, fit, encoder, bag_probs, attention, seconds, group_size) -> TrainResult:  # noqa: ANN001
+def _write_run(
+    cfg: TrainConfig,
+    *,
+    data: TaskData,
+    eval_bags: Any,
+    fit: Any,
+    encoder: Any,
+    bag_probs: np.ndarray,
+    attention: np.ndarray,
+    seconds: float,
+    group_size: int,
+    device: Any,
+) -> TrainResult:
+    """Write the run directory of one trained model (run.json last) and return its result."""
     from balnmp_cache import __version__
     from balnmp_cache.train import rundir
 
     run_dir = Path(cfg.out)
-    probs, n_bags = merge_bags(bag_probs, shared.eval_bags.patient, data.n_patients, how=cfg.merge)
+    probs, n_bags = merge_bags(bag_probs, eval_bags.patient, data.n_patients, how=cfg.merge)
     metrics = {}
     for name in ("train", "val", "test"):
         idx = data.in_split(name)
@@ -215,9 +228,8 @@ def _write_run(cfg, data, shared, plan, fit, encoder, bag_probs, attention, seco
         "merge": cfg.merge, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
     })
     curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]
-    rundir.write_csv(run_dir / "curves.csv", curve_cols,
-                     ([rundir._num(row[c]) for c in curve_cols] for row in fit.curves))
-    ev = shared.eval_bags
+    rundir.write_csv(run_dir / "curves.csv", curve_cols, ([rundir.cell(row[c]) for c in curve_cols] for row in fit.curves))
+    ev = eval_bags
     rundir.write_attention(run_dir / "attention.csv", patient_ids=data.patient_ids, split=data.split, bag_rows=ev.rows,
                            bag_patient=ev.patient, bag_number=ev.bag, attention=attention,
                            patch_key=data.cache.patch_key, coords=data.cache.coords)
@@ -232,17 +244,12 @@ def _write_run(cfg, data, shared, plan, fit, encoder, bag_probs, attention, seco
         "bags_per_slide": cfg.bags_per_slide, "batch_bags": cfg.batch_bags, "optimizer": cfg.optimizer,
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "best_val_auc": fit.best_val_auc,
         "metrics": metrics, "seconds": round(seconds, 3), "train_seconds": round(fit.seconds, 3),
-        "group_size": group_size, "device": str(shared_device(fit)), "package_version": __version__,
+        "group_size": group_size, "device": str(device), "package_version": __version__,
     })
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
              metrics.get("val", {}).get("auc"), metrics.get("test", {}).get("auc"))
     return TrainResult(run_dir=run_dir, task_name=data.task.name, head=cfg.head, clinical=clinical,
                        best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, seconds=seconds, metrics=metrics)
-
-
-def shared_device(fit: Any) -> Any:
-    param = next(fit.head.parameters(), None)
-    return param.device if param is not None else "cpu"
 
 
 def run_train(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> TrainResult:

@@ -32,6 +32,7 @@ __all__ = [
     "CHECKPOINT",
     "RUN_JSON",
     "atomic_write_text",
+    "cell",
     "is_finished",
     "read_run_json",
     "start_run",
@@ -67,7 +68,8 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _num(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A CSV cell: '' for None/NaN, floats with 8 significant digits."""
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):
@@ -135,7 +137,7 @@ def write_predictions(
     probs = probs / probs.sum(axis=1, keepdims=True)
     header = ["patient_id", "split", "label", "n_bags", *(f"p_{c}" for c in range(n_classes))]
     rows = (
-        [patient_ids[i], split[i], "" if labels is None else int(labels[i]), int(n_bags[i]), *(_num(v) for v in probs[i])]
+        [patient_ids[i], split[i], "" if labels is None else int(labels[i]), int(n_bags[i]), *(cell(v) for v in probs[i])]
         for i in _split_order(patient_ids, split)
     )
     return write_csv(path, header, rows)
@@ -164,6 +166,6 @@ def write_attention(
         columns.append(split[patients])
         header.append("split")
     columns += [bag_number[b_idx], patch_key[rows], coords[rows, 0], coords[rows, 1],
-                [_num(v) for v in attention[b_idx, n_idx]]]
+                [cell(v) for v in attention[b_idx, n_idx]]]
     header += ["bag", "patch_key", "x", "y", "attention"]
     return write_csv(path, header, zip(*(list(c) for c in columns), strict=True))

@@ -1,0 +1,289 @@
+"""Stage-2 training benchmark: our trainer against a loop that does what the official code does.
+
+Builds synthetic caches at BCNB scale through the real feature store — 1,058 patients, patches per
+patient drawn like BCNB (lognormal, median 36, mean 72, largest 2,915; about 76,600 in all), 512-d and
+25,088-d float16 — and measures:
+
+1. **epochs/s**, ours vs the reference, at equal bags seen. Ours: ``fit_models`` (B bags per step,
+   features in memory, batch gathered and converted per step, validation evaluated every epoch).
+   Reference: the official loop — one bag per optimizer step, the bag's features read from the store
+   (open the slide's HDF5 file, read its rows) for every bag, no validation. The reference is timed on
+   a subset of the epoch's bags and scaled to the whole epoch (said in the output).
+2. **a 100-configuration grid on 512-d features**: 5 heads × {image, image + clinical} × 10 seeds.
+   One group (the 10 configurations of one seed, trained together) is timed for a few epochs and
+   extrapolated to 100 configurations × the default maximum of 60 epochs (an upper bound: early
+   stopping ends most runs sooner). The same 10 configurations trained one by one show whether
+   training them together pays.
+3. **peak memory** of a real ``run_train`` (load the cache, train, write the run directory) in a
+   subprocess, from ``resource.getrusage``, against the target 1.5 × feature bytes + 1 GiB.
+
+Prints ``BENCH name=<name> value=<v> unit=<u> baseline=<b> ratio=<r>`` lines. ``--quick`` (about two
+minutes) uses 120 patients for the 25,088-d cache and fewer timed epochs and bags. ``--record``
+appends the figures to the Training section of ``benchmarks/RESULTS.md``; nothing else is written
+into the repository (caches go to a temporary folder, or ``--workdir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+HEADS = ("balnmp", "abmil", "gated_abmil", "mean", "max")
+N_PATIENTS = 1058
+
+
+def log(msg: str) -> None:
+    print(f"[bench_train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def bench_line(name: str, value: float, unit: str, baseline: float, ratio: float) -> str:
+    line = f"BENCH name={name} value={value:.4g} unit={unit} baseline={baseline:.4g} ratio={ratio:.3g}"
+    print(line, flush=True)
+    return line
+
+
+def build(root: Path, *, dim: int, n_patients: int, seed: int = 0) -> tuple[Path, Path, int, int]:
+    """A synthetic study with BCNB-like patch counts -> (cache_dir, cohort_csv, n_patches, feature_bytes)."""
+    from balnmp_cache.train.synthetic import bcnb_patch_counts, make_study
+
+    counts = bcnb_patch_counts(n_patients, np.random.default_rng(seed))
+    tic = time.perf_counter()
+    study = make_study(root, n_patches=counts, dim=dim, seed=seed, signal=0.5, signal_dims=8, splits=(0.6, 0.2, 0.2))
+    log(f"built {dim}-d cache: {len(counts)} patients, {int(counts.sum())} patches (median {int(np.median(counts))}, "
+        f"mean {counts.mean():.1f}, max {counts.max()}), {study.feature_bytes / 2**20:.0f} MiB in "
+        f"{time.perf_counter() - tic:.1f} s")
+    return study.cache_dir, study.cohort_csv, int(counts.sum()), study.feature_bytes
+
+
+def _config(cache: Path, cohort: Path, out: Path, **kw):  # noqa: ANN202
+    from balnmp_cache.train import TrainConfig
+
+    values = dict(cache=cache, cohort=cohort, out=out, device="cpu", epochs=60, patience=15)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def _setup(cfgs, cache, cohort):  # noqa: ANN001, ANN202
+    """Data, shared plan and model plans as ``train_group`` builds them."""
+    from balnmp_cache.train.loop import FeatureSource, ModelPlan
+    from balnmp_cache.train.run import _shared_plan, build_head
+    from balnmp_cache.train.data import prepare_task_data
+
+    data = prepare_task_data(cfgs[0], cache, cohort)
+    shared = _shared_plan(cfgs[0], data)
+    plans = []
+    for cfg in cfgs:
+        clinical = data.clinical(())[1] if cfg.clinical else None
+        head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=0 if clinical is None else 5)
+        plans.append(ModelPlan(name=cfg.head, head=head, clinical=clinical, seed=cfg.seed, epochs=cfg.epochs,
+                               patience=cfg.patience))
+    return data, shared, plans, FeatureSource(cache.features, __import__("torch").device("cpu"))
+
+
+def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, head: str = "balnmp") -> tuple[float, int]:  # noqa: ANN001
+    """Seconds per epoch of our trainer (training + validation), and training bags per epoch."""
+    from balnmp_cache.train.loop import fit_models
+
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # one-time imports, not part of an epoch
+    cfg = _config(cache_dir, cohort_csv, work / "ours", head=head, clinical=True, epochs=epochs, patience=epochs)
+    _, shared, plans, source = _setup([cfg], cache, cohort)
+    n_bags = len(shared.train_bags(1))
+    tic = time.perf_counter()
+    fit_models(plans, shared, source)
+    return (time.perf_counter() - tic) / epochs, n_bags
+
+
+def reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed: int, head: str = "balnmp") -> tuple[float, int, int]:  # noqa: ANN001
+    """The official loop: one bag per step, features read from the store per bag. -> (s/epoch, timed, bags)."""
+    import h5py
+    import torch
+    import torch.nn.functional as F
+
+    from balnmp_cache.cache import list_slide_files
+
+    cfg = _config(cache_dir, cohort_csv, work / "ref", head=head, clinical=True, epochs=1)
+    data, shared, plans, _ = _setup([cfg], cache, cohort)
+    model = plans[0].head.train()
+    clinical = torch.from_numpy(plans[0].clinical)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-3)
+    files = list_slide_files(cache.directory)
+    slide_of_row = np.repeat(np.arange(len(cache.slide_ids)), np.diff(cache.offsets))
+    bags = shared.train_bags(1)
+    order = np.random.default_rng(0).permutation(len(bags))
+    timed = order[: min(n_timed, len(order))]
+    warm = order[-5:]
+    labels = torch.from_numpy(data.labels)
+
+    def one(b: int) -> None:
+        rows = bags.rows[b][bags.rows[b] >= 0]
+        slide = int(slide_of_row[rows[0]])
+        local = np.sort(rows - cache.offsets[slide])
+        with h5py.File(files[cache.slide_ids[slide]], "r") as fh:  # read from the store, every bag
+            x = torch.from_numpy(fh["features"][local]).float()[None]  # (1, N, D)
+        p = int(bags.patient[b])
+        logits, _ = model(x, None, clinical[p : p + 1])
+        loss = F.cross_entropy(logits, labels[p : p + 1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for b in warm:
+        one(int(b))
+    tic = time.perf_counter()
+    for b in timed:
+        one(int(b))
+    per_bag = (time.perf_counter() - tic) / len(timed)
+    return per_bag * len(bags), len(timed), len(bags)
+
+
+def speed(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int, n_timed: int) -> dict:
+    from balnmp_cache.cache import load_cache
+    from balnmp_cache.cohort import load_cohort
+
+    cache = load_cache(cache_dir)
+    cohort = load_cohort(cohort_csv)
+    ours, n_bags = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs)
+    log(f"{dim}-d ours: {ours:.2f} s/epoch ({n_bags} training bags, B = 64, incl. validation)")
+    ref, timed, total = reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed)
+    log(f"{dim}-d reference: {ref:.2f} s/epoch (timed on {timed} of {total} bags, scaled to the epoch)")
+    line = bench_line(f"train_epoch_{dim}d", 1.0 / ours, "epochs/s", 1.0 / ref, ref / ours)
+    return {"dim": dim, "ours_s": ours, "ref_s": ref, "bags": total, "timed": timed, "line": line}
+
+
+def grid(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
+    """Time one 10-configuration group, together and one by one; extrapolate to 100 configurations."""
+    from balnmp_cache.cache import load_cache
+    from balnmp_cache.cohort import load_cohort
+    from balnmp_cache.train.loop import fit_models
+
+    cache = load_cache(cache_dir)
+    cohort = load_cohort(cohort_csv)
+    cfgs = [_config(cache_dir, cohort_csv, work / f"g-{h}-{c}", head=h, clinical=c, epochs=epochs, patience=epochs)
+            for h in HEADS for c in (False, True)]
+    _, shared, plans, source = _setup(cfgs, cache, cohort)
+    tic = time.perf_counter()
+    fit_models(plans, shared, source)
+    together = time.perf_counter() - tic
+    separate = 0.0
+    for cfg in cfgs:
+        _, shared, plans, source = _setup([cfg], cache, cohort)
+        tic = time.perf_counter()
+        fit_models(plans, shared, source)
+        separate += time.perf_counter() - tic
+    scale = (100 / len(cfgs)) * (60 / epochs) / 60.0  # -> minutes for 100 configurations x 60 epochs
+    log(f"grid: {len(cfgs)} configurations x {epochs} epochs: together {together:.1f} s, one by one {separate:.1f} s; "
+        f"extrapolated to 100 configurations x 60 epochs (upper bound, no early stopping)")
+    line = bench_line("grid_100x60_512d", together * scale, "min", separate * scale, separate / together)
+    return {"together_min": together * scale, "separate_min": separate * scale, "line": line, "epochs": epochs}
+
+
+def child_memory(cache_dir: str, cohort_csv: str, out: str, epochs: int) -> None:
+    """Run inside a subprocess: a real run_train, then print the peak RSS."""
+    from balnmp_cache.train import run_train
+
+    run_train(_config(Path(cache_dir), Path(cohort_csv), Path(out), epochs=epochs, patience=epochs))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": peak_kib / 1024}), flush=True)
+
+
+def memory(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, feature_bytes: int, *, epochs: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child-memory", str(cache_dir), str(cohort_csv), str(work / f"mem-{dim}"), str(epochs)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
+    limit = 1.5 * feature_bytes / 2**20 + 1024
+    log(f"{dim}-d peak RSS of run_train ({epochs} epoch(s)): {peak:.0f} MiB; features {feature_bytes / 2**20:.0f} MiB; "
+        f"target <= 1.5 x features + 1 GiB = {limit:.0f} MiB")
+    line = bench_line(f"peak_rss_{dim}d", peak, "MiB", limit, peak / limit)
+    return {"dim": dim, "peak": peak, "limit": limit, "features_mib": feature_bytes / 2**20, "line": line}
+
+
+def record(lines: list[str], notes: list[str], quick: bool) -> None:
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\n## Extraction\n\n## Training\n", encoding="utf-8")
+    text = RESULTS.read_text(encoding="utf-8")
+    if "## Training" not in text:
+        text = text.rstrip("\n") + "\n\n## Training\n"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"\n### bench_train.py{' --quick' if quick else ''} ({stamp}, {os.cpu_count()} CPU cores)\n", "```", *lines, "```",
+             *notes, ""]
+    head, _, tail = text.partition("## Training")
+    following = tail.find("\n## ")
+    section, rest = (tail, "") if following < 0 else (tail[:following], tail[following:])
+    RESULTS.write_text(head + "## Training" + section.rstrip("\n") + "\n" + "\n".join(block) + rest, encoding="utf-8")
+    log(f"recorded in {RESULTS}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about two minutes: fewer patients at 25,088-d, fewer epochs")
+    parser.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    parser.add_argument("--workdir", type=Path, help="where to build the caches (default: a temporary folder, removed)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for ours and the reference")
+    parser.add_argument("--skip-25088", action="store_true", help="only the 512-d measurements")
+    parser.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        child_memory(args.child_memory[0], args.child_memory[1], args.child_memory[2], int(args.child_memory[3]))
+        return
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    q = args.quick
+    lines, notes = [], []
+    try:
+        log(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); workdir {work}")
+        cache512, cohort512, n512, bytes512 = build(work / "d512", dim=512, n_patients=N_PATIENTS)
+        r = speed(512, cache512, cohort512, work, epochs=2 if q else 5, n_timed=300 if q else 2000)
+        lines.append(r["line"])
+        notes.append(f"- 512-d: {n512} patches, {r['bags']} training bags per epoch; ours {r['ours_s']:.2f} s/epoch "
+                     f"(incl. validation), reference {r['ref_s']:.1f} s/epoch (timed on {r['timed']} bags, scaled).")
+        g = grid(cache512, cohort512, work, epochs=2 if q else 5)
+        lines.append(g["line"])
+        notes.append(f"- 100-configuration grid (5 heads x image/image+clinical x 10 seeds, 512-d), extrapolated from one "
+                     f"10-configuration group x {g['epochs']} epochs to 60 epochs (no early stopping, an upper bound): "
+                     f"{g['together_min']:.1f} min trained together, {g['separate_min']:.1f} min one by one "
+                     "(target: under 30 min).")
+        m = memory(512, cache512, cohort512, work, bytes512, epochs=1)
+        lines.append(m["line"])
+        if not args.skip_25088:
+            n_big = 120 if q else N_PATIENTS
+            cache_big, cohort_big, n_patches_big, bytes_big = build(work / "d25088", dim=25088, n_patients=n_big)
+            r = speed(25088, cache_big, cohort_big, work, epochs=1 if q else 2, n_timed=60 if q else 400)
+            lines.append(r["line"])
+            notes.append(f"- 25,088-d: {n_big} patients, {n_patches_big} patches, {bytes_big / 2**30:.2f} GiB float16; "
+                         f"ours {r['ours_s']:.1f} s/epoch, reference {r['ref_s']:.1f} s/epoch (timed on {r['timed']} bags, "
+                         "scaled).")
+            m = memory(25088, cache_big, cohort_big, work, bytes_big, epochs=1)
+            lines.append(m["line"])
+            notes.append(f"- peak RSS of run_train at 25,088-d: {m['peak']:.0f} MiB for {m['features_mib']:.0f} MiB of "
+                         f"features (target <= {m['limit']:.0f} MiB).")
+        if args.record:
+            record(lines, notes, q)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
