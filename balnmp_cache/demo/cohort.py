@@ -92,8 +92,11 @@ def _check_arguments(out: Path, patients: int, seed: int) -> None:
 
 
 def _guard_folder(out: Path, arguments: dict[str, Any]) -> None:
-    """Refuse a non-empty folder unless it is a demo cohort written with the same arguments."""
-    if not out.exists() or not any(out.iterdir()):
+    """Refuse a non-empty folder unless it is a demo cohort written with the same arguments.
+
+    Log files (``*.log``, such as the CLI's ``demo-data.log`` opened before generation starts) do not count.
+    """
+    if not out.exists() or all(p.suffix == ".log" and p.is_file() for p in out.iterdir()):
         return
     marker = out / MARKER
     if not marker.is_file():
@@ -169,9 +172,9 @@ def write_demo_cohort(out: Path, *, patients: int = DEFAULT_PATIENTS, seed: int 
                       progress: ProgressCallback | None = None) -> DemoSummary:
     """Write a synthetic BCNB-shaped cohort with a planted, documented histological signal.
 
-    The folder must be new or empty, or hold a demo cohort written earlier with the same ``patients``,
-    ``seed`` and ``pyramidal``: then its files are overwritten with identical content (which also completes
-    an interrupted run). Anything else is refused, so two cohorts are never mixed.
+    The folder must be new or empty (log files ``*.log`` aside), or hold a demo cohort written earlier with
+    the same ``patients``, ``seed`` and ``pyramidal``: then its files are overwritten with identical content
+    (which also completes an interrupted run). Anything else is refused, so two cohorts are never mixed.
 
     Args:
         out: the cohort folder (created if missing).

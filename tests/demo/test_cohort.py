@@ -135,6 +135,8 @@ def test_refuses_foreign_or_different_folders(tmp_path: Path) -> None:
 
 def test_rewrites_only_the_same_cohort(tmp_path: Path) -> None:
     out = tmp_path / "cohort"
+    out.mkdir()
+    (out / "demo-data.log").write_text("the CLI opens its log file in the folder before generation\n")
     events: list[ProgressEvent] = []
     first = write_demo_cohort(out, patients=3, seed=5, pyramidal=False, progress=events.append)
     assert first.n_slides_tiff == 0 and not (out / "WSIs-pyramidal").exists()
