@@ -50,6 +50,7 @@ def demo_data(
     patients: Annotated[Optional[int], typer.Option(help="number of patients (default: the demo size)")] = None,
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same cohort")] = 0,
     pyramidal: Annotated[bool, typer.Option("--pyramidal/--no-pyramidal", help="also write pyramidal TIFFs")] = True,
+    force: Annotated[bool, typer.Option("--force", help="rewrite a complete cohort written with the same arguments")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write a synthetic cohort in the exact layout of the BCNB release."""
@@ -58,8 +59,17 @@ def demo_data(
     ui.setup_logging(verbose=verbose)
 
     def body() -> None:
-        from balnmp_cache.demo import DEFAULT_PATIENTS, write_demo_cohort
+        import json
 
+        from balnmp_cache.demo import DEFAULT_PATIENTS, MARKER, write_demo_cohort
+
+        wanted = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "pyramidal": pyramidal}
+        marker = out / MARKER
+        if not force and marker.is_file():
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            if done.get("complete") and done.get("arguments") == wanted:
+                ui.stdout.print(f"demo cohort already complete in {out} (same arguments); --force rewrites it", highlight=False)
+                return
         with ui.log_to_file(out / "demo-data.log"), ui.RichProgress() as progress:
             summary = write_demo_cohort(out, patients=patients or DEFAULT_PATIENTS, seed=seed, pyramidal=pyramidal, progress=progress)
         counts = ", ".join(f"{k} {v}" for k, v in summary.class_counts.items())
