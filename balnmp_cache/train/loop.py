@@ -313,6 +313,47 @@ def _train_epoch(states: list[_State], shared: SharedPlan, source: FeatureSource
     return result
 
 
+def _fit_clinical_only(st: _State, shared: SharedPlan, source: FeatureSource, val_bags: BagSet) -> None:
+    """Fit a clinical-only head to convergence: L-BFGS on the training patients' clinical vectors.
+
+    A clinical-only model is a logistic regression: every bag of a patient has the same input, so the
+    bag-level loss of an epoch is the patient-level loss weighted by the patient's bag count, which is
+    minimised here directly (L2 penalty = ``weight_decay``, class weights as configured). The
+    optimizer, learning-rate and epoch settings do not apply; ``curves.csv`` gets one row.
+    """
+    tic = time.perf_counter()
+    train = shared.train
+    bags = shared.train_bags(1).bags_per_patient(len(shared.labels))[train]
+    y = torch.from_numpy(shared.labels[train]).to(source.device)
+    weight = torch.from_numpy(bags.astype(np.float32)).to(source.device)
+    if st.weights is not None:
+        weight = weight * st.weights[y]
+    clinical = st.clinical[torch.from_numpy(train).to(source.device)]  # type: ignore[index]
+    head = st.plan.head.train()
+    x, _ = source.placeholder(np.zeros((len(train), 1), dtype=np.int64))
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits, _ = head(x, None, clinical)
+        loss = (F.cross_entropy(logits.float(), y, reduction="none") * weight).sum() / weight.sum()
+        loss = loss + 0.5 * st.plan.weight_decay * sum(p.pow(2).sum() for p in params)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    loss = float(closure().detach())  # step() returns the loss before optimisation
+    [(probs, _)] = evaluate([head], [st.clinical], val_bags, source)
+    auc, val_loss = _val_score(st, probs, shared, val_bags)
+    st.best_auc, st.best_epoch, st.epochs_run, st.active = auc, 1, 1, False
+    st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+    st.seconds += time.perf_counter() - tic
+    st.curves.append({"epoch": 1, "lr": None, "train_loss": loss, "train_auc": None, "val_loss": val_loss,
+                      "val_auc": auc, "best": 1, "seconds": round(st.seconds, 4)})
+
+
 def fit_models(
     plans: Sequence[ModelPlan],
     shared: SharedPlan,
@@ -330,6 +371,9 @@ def fit_models(
     emit(progress, "start", "epochs", total=max_epochs)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         states = [_make_state(p, shared, device) for p in plans]
+        for st in states:
+            if st.plan.head.name == "clinical_only":
+                _fit_clinical_only(st, shared, source, val_bags)
         for epoch in range(1, max_epochs + 1):
             for st in states:
                 if st.active and epoch > st.plan.epochs:

@@ -158,3 +158,23 @@ def test_official_bags_are_replayed_through_patch_keys(study, tmp_path):
     with open(result.run_dir / "predictions.csv", newline="") as fh:
         n_bags = {row["patient_id"]: int(row["n_bags"]) for row in csv.DictReader(fh)}
     assert all(n_bags[p] == len(expected[p]) for p in expected)
+
+
+def test_clinical_only_head_is_a_converged_weighted_logistic_regression(study, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from balnmp_cache.cohort import fit_clinical, load_cohort
+
+    result = run_train(train_config(study, tmp_path / "clin", head="clinical_only", weight_decay=0.0))
+    assert (result.best_epoch, result.epochs_run) == (1, 1)
+    cohort = load_cohort(study.cohort_csv)
+    table = cohort.table
+    train_ids = [p for p in study.patient_ids if table.at[p, "split"] == "train"]
+    x = fit_clinical(table, train_ids).transform(table, study.patient_ids)
+    y = (table.loc[study.patient_ids, "aln_status"] != "N0").astype(int).to_numpy()
+    bags = np.maximum(study.n_patches // 10, 1)
+    train = np.array([study.patient_ids.index(p) for p in train_ids])
+    reference = LogisticRegression(C=np.inf, tol=1e-12, max_iter=100_000)
+    reference.fit(x[train], y[train], sample_weight=bags[train])
+    pred = _predictions(result.run_dir).set_index("patient_id").loc[study.patient_ids]
+    np.testing.assert_allclose(pred["p_1"], reference.predict_proba(x)[:, 1], atol=2e-3)
