@@ -180,6 +180,42 @@ class _BaseReader(ABC):
         return f"{type(self).__name__}({str(self.path)!r}, levels={self.level_count}, mpp={self.mpp})"
 
 
+_CUCIM: Any = None
+
+
+def import_cucim() -> Any:
+    """Import cuCIM once, keeping its native start-up noise out of the user's terminal and folder.
+
+    Without a GPU, cuCIM's cuFile layer prints "dlopen error libcuda.so.1 ..." / "cuFile initialization
+    failed" from C code and writes ``cufile.log`` into the working directory. The log goes to the temp
+    folder instead (unless ``CUFILE_LOGFILE_PATH`` is set), and the native stdout/stderr are muted for
+    the duration of the import only.
+    """
+    global _CUCIM
+    if _CUCIM is not None:
+        return _CUCIM
+    import os
+    import sys
+    import tempfile
+
+    os.environ.setdefault("CUFILE_LOGFILE_PATH", os.path.join(tempfile.gettempdir(), "balnmp-cache-cufile.log"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        import cucim
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+    _CUCIM = cucim
+    return cucim
+
+
 class CucimReader(_BaseReader):
     """cuCIM on the CPU: tiled TIFF and Aperio SVS; batched reads through its thread pool."""
 
@@ -187,9 +223,7 @@ class CucimReader(_BaseReader):
 
     def __init__(self, path: Path, *, num_workers: int = 2) -> None:
         super().__init__(path, num_workers=num_workers)
-        from cucim import CuImage
-
-        self._image = CuImage(str(self.path))
+        self._image = import_cucim().CuImage(str(self.path))
         resolutions = self._image.resolutions
         self.level_dimensions = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
         self.level_downsamples = tuple(float(d) for d in resolutions["level_downsamples"])

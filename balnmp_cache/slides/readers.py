@@ -261,11 +261,13 @@ def available_backends() -> dict[str, str]:
     """Backend name -> ``"ok <version>"`` or ``"unavailable: <import error>"`` (for ``doctor``)."""
     import importlib
 
+    from balnmp_cache.slides import backends
+
     modules = {"cucim": "cucim", "openslide": "openslide", "tiffslide": "tiffslide", "pil": "PIL"}
     report: dict[str, str] = {}
     for name, module_name in modules.items():
         try:
-            module = importlib.import_module(module_name)
+            module = backends.import_cucim() if name == "cucim" else importlib.import_module(module_name)
         except Exception as err:  # noqa: BLE001 - a broken install is reported, not raised
             report[name] = f"unavailable: {type(err).__name__}: {err}"
             continue
