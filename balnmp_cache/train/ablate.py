@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "clinical_only": {"clinical": True, "head": "clinical_only", "head_options": {}},
 }
 _AXES = tuple(name for name in TrainConfig.model_fields if name != "out") + ("variant",)
-SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC", "test AUC range"]
+SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC"]
 
 
 class AblationGrid(StageConfig):
@@ -283,7 +283,7 @@ def _train_pending(pending: list[GridRun], *, group: bool, progress: ProgressCal
     cohorts: dict[str, Any] = {}
     for cache_path, runs in by_cache.items():
         cache = load_cache(Path(cache_path))  # loaded once for all of its runs
-        sources: dict[str, Any] = {}
+        sources: dict[tuple[str, str], Any] = {}
         batches: dict[tuple[Any, ...], list[GridRun]] = {}
         for run in runs:
             key = group_key(run.config) if group else (run.name,)
@@ -293,9 +293,9 @@ def _train_pending(pending: list[GridRun], *, group: bool, progress: ProgressCal
             cohort_key = str(first.cohort)
             if cohort_key not in cohorts:
                 cohorts[cohort_key] = load_cohort(first.cohort)
-            device = str(resolve_device(first.device))
+            device = (str(resolve_device(first.device)), first.precision)
             if device not in sources:
-                sources[device] = FeatureSource(cache.features, resolve_device(first.device))
+                sources[device] = FeatureSource(cache.features, resolve_device(first.device), precision=first.precision)
             log.info("training %s", ", ".join(m.name for m in members))
             train_group([m.config for m in members], cache=cache, cohort=cohorts[cohort_key], source=sources[device],
                         progress=progress)

@@ -194,7 +194,7 @@ def run_predict(
                        rng=eval_rng())
     emit(progress, "start", "predict", total=len(patient_ids))
     device = resolve_device("auto")
-    source = FeatureSource(cache.features, device)
+    source = FeatureSource(cache.features, device, precision=ckpt.get("precision", "auto"))
     clin = None if clinical is None else torch.from_numpy(clinical).to(device)
     [(bag_probs, attention)] = evaluate([head.to(device)], [clin], bags, source, attention=True)
     probs, n_bags = merge_bags(bag_probs, bags.patient, len(patient_ids), how=ckpt.get("merge", "mean"))

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 GROUP_FIELDS: tuple[str, ...] = (
     "cache", "cohort", "task", "split", "official_json", "folds", "fold", "splits_file",
-    "bag_size", "bags_per_slide", "bags", "batch_bags", "seed", "device", "threads",
+    "bag_size", "bags_per_slide", "bags", "batch_bags", "seed", "device", "precision", "threads",
 )
 """Fields configurations must share to be trained together on the same batches."""
 
@@ -170,7 +170,7 @@ def train_group(
             class_weights=cfg.class_weights, merge=cfg.merge, epochs=cfg.epochs, patience=cfg.patience,
         ))
         encoders.append(encoder)
-    source = source if source is not None else FeatureSource(cache.features, device)
+    source = source if source is not None else FeatureSource(cache.features, device, precision=first.precision)
     for cfg in cfgs:
         start_run(Path(cfg.out))
     log.info("training %d model(s) on %s (%d patients, %d evaluation bags of N = %d)", len(cfgs), source.device,
@@ -225,7 +225,7 @@ def _write_run(
         "classes": list(data.task.classes), "task": data.task.task, "task_name": data.task.name,
         "state_dict": {k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
         "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size,
-        "merge": cfg.merge, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
+        "merge": cfg.merge, "precision": cfg.precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
     })
     curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]
     rundir.write_csv(run_dir / "curves.csv", curve_cols, ([rundir.cell(row[c]) for c in curve_cols] for row in fit.curves))
@@ -244,7 +244,7 @@ def _write_run(
         "bags_per_slide": cfg.bags_per_slide, "batch_bags": cfg.batch_bags, "optimizer": cfg.optimizer,
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "best_val_auc": fit.best_val_auc,
         "metrics": metrics, "seconds": round(seconds, 3), "train_seconds": round(fit.seconds, 3),
-        "group_size": group_size, "device": str(device), "package_version": __version__,
+        "group_size": group_size, "device": str(device), "precision": cfg.precision, "package_version": __version__,
     })
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
              metrics.get("val", {}).get("auc"), metrics.get("test", {}).get("auc"))

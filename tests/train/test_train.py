@@ -178,3 +178,10 @@ def test_clinical_only_head_is_a_converged_weighted_logistic_regression(study, t
     reference.fit(x[train], y[train], sample_weight=bags[train])
     pred = _predictions(result.run_dir).set_index("patient_id").loc[study.patient_ids]
     np.testing.assert_allclose(pred["p_1"], reference.predict_proba(x)[:, 1], atol=2e-3)
+
+
+def test_bf16_on_the_cpu_learns_and_is_deterministic(study, tmp_path):
+    a = run_train(train_config(study, tmp_path / "a", precision="bf16", clinical=False))
+    b = run_train(train_config(study, tmp_path / "b", precision="bf16", clinical=False))
+    assert a.metrics["val"]["auc"] > 0.85
+    assert (a.run_dir / "predictions.csv").read_bytes() == (b.run_dir / "predictions.csv").read_bytes()

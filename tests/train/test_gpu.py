@@ -1,0 +1,42 @@
+"""Training on a GPU (run with ``-m gpu`` on a CUDA machine)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from balnmp_cache.train import run_predict, run_train, train_group
+
+from .conftest import train_config
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+
+
+def test_training_on_the_gpu_learns_and_writes_the_run(study, tmp_path):
+    result = run_train(train_config(study, tmp_path / "gpu", device="cuda"))
+    assert result.metrics["val"]["auc"] > 0.85
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["device"].startswith("cuda")
+    pred = pd.read_csv(result.run_dir / "predictions.csv")
+    np.testing.assert_allclose(pred[["p_0", "p_1"]].sum(axis=1), 1.0, atol=1e-6)
+    predicted = run_predict(result.run_dir, [study.cache_dir], cohort=study.cohort_csv, top_k=2, out=tmp_path / "p")
+    assert len(predicted.rows) == len(study.patient_ids)
+
+
+def test_grouped_gpu_training_matches_separate_gpu_training_closely(study, tmp_path):
+    together = train_group([train_config(study, tmp_path / "a", device="cuda", clinical=False),
+                            train_config(study, tmp_path / "b", device="cuda")])
+    alone = run_train(train_config(study, tmp_path / "c", device="cuda"))
+    a = pd.read_csv(together[1].run_dir / "predictions.csv")
+    b = pd.read_csv(alone.run_dir / "predictions.csv")
+    np.testing.assert_allclose(a["p_1"], b["p_1"], atol=1e-3)
