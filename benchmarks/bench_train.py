@@ -10,10 +10,10 @@ patient drawn like BCNB (lognormal, median 36, mean 72, largest 2,915; about 76,
    (open the slide's HDF5 file, read its rows) for every bag, no validation. The reference is timed on
    a subset of the epoch's bags and scaled to the whole epoch (said in the output).
 2. **a 100-configuration grid on 512-d features**: 5 heads × {image, image + clinical} × 10 seeds.
-   One group (the 10 configurations of one seed, trained together) is timed for a few epochs and
-   extrapolated to 100 configurations × the default maximum of 60 epochs (an upper bound: early
-   stopping ends most runs sooner). The same 10 configurations trained one by one show whether
-   training them together pays.
+   The full run trains one seed's 10 configurations with ``run_ablation`` (default 60 epochs, patience
+   15, early stopping, run directories written) and multiplies by 10; ``--quick`` extrapolates a few
+   epochs to 60 epochs without early stopping (an upper bound). The same 10 configurations trained
+   together on shared batches and one by one show whether grouping pays.
 3. **peak memory** of a real ``run_train`` (load the cache, train, write the run directory) in a
    subprocess, from ``resource.getrusage``, against the target 1.5 × feature bytes + 1 GiB.
 
@@ -90,17 +90,27 @@ def _setup(cfgs, cache, cohort):  # noqa: ANN001, ANN202
         head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=0 if clinical is None else 5)
         plans.append(ModelPlan(name=cfg.head, head=head, clinical=clinical, seed=cfg.seed, epochs=cfg.epochs,
                                patience=cfg.patience))
-    return data, shared, plans, FeatureSource(cache.features, __import__("torch").device("cpu"))
+    import torch
+
+    return data, shared, plans, FeatureSource(cache.features, torch.device("cpu"), precision=cfgs[0].precision)
 
 
-def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, head: str = "balnmp") -> tuple[float, int]:  # noqa: ANN001
+def _warm_up() -> None:
+    """One-time imports (torch.optim's compiler hooks, scikit-learn's metrics) that are not part of an epoch."""
+    import sklearn.metrics  # noqa: F401
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, head: str = "balnmp",  # noqa: ANN001
+                       precision: str = "auto") -> tuple[float, int]:
     """Seconds per epoch of our trainer (training + validation), and training bags per epoch."""
     from balnmp_cache.train.loop import fit_models
 
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # one-time imports, not part of an epoch
-    cfg = _config(cache_dir, cohort_csv, work / "ours", head=head, clinical=True, epochs=epochs, patience=epochs)
+    _warm_up()
+    cfg = _config(cache_dir, cohort_csv, work / "ours", head=head, clinical=True, epochs=epochs, patience=epochs,
+                  precision=precision)
     _, shared, plans, source = _setup([cfg], cache, cohort)
     n_bags = len(shared.train_bags(1))
     tic = time.perf_counter()
@@ -162,15 +172,20 @@ def speed(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: in
     ref, timed, total = reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed)
     log(f"{dim}-d reference: {ref:.2f} s/epoch (timed on {timed} of {total} bags, scaled to the epoch)")
     line = bench_line(f"train_epoch_{dim}d", 1.0 / ours, "epochs/s", 1.0 / ref, ref / ours)
-    return {"dim": dim, "ours_s": ours, "ref_s": ref, "bags": total, "timed": timed, "line": line}
+    bf16, _ = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs, precision="bf16")
+    log(f"{dim}-d ours with precision = bf16 (opt-in on the CPU): {bf16:.2f} s/epoch")
+    line_bf16 = bench_line(f"train_epoch_{dim}d_bf16", 1.0 / bf16, "epochs/s", 1.0 / ref, ref / bf16)
+    return {"dim": dim, "ours_s": ours, "bf16_s": bf16, "ref_s": ref, "bags": total, "timed": timed,
+            "lines": [line, line_bf16]}
 
 
-def grid(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
-    """Time one 10-configuration group, together and one by one; extrapolate to 100 configurations."""
+def grid_pays(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
+    """10 configurations (5 heads x image / image + clinical) for a few epochs: together vs one by one."""
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
     from balnmp_cache.train.loop import fit_models
 
+    _warm_up()
     cache = load_cache(cache_dir)
     cohort = load_cohort(cohort_csv)
     cfgs = [_config(cache_dir, cohort_csv, work / f"g-{h}-{c}", head=h, clinical=c, epochs=epochs, patience=epochs)
@@ -185,11 +200,45 @@ def grid(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
         tic = time.perf_counter()
         fit_models(plans, shared, source)
         separate += time.perf_counter() - tic
-    scale = (100 / len(cfgs)) * (60 / epochs) / 60.0  # -> minutes for 100 configurations x 60 epochs
-    log(f"grid: {len(cfgs)} configurations x {epochs} epochs: together {together:.1f} s, one by one {separate:.1f} s; "
-        f"extrapolated to 100 configurations x 60 epochs (upper bound, no early stopping)")
-    line = bench_line("grid_100x60_512d", together * scale, "min", separate * scale, separate / together)
-    return {"together_min": together * scale, "separate_min": separate * scale, "line": line, "epochs": epochs}
+    log(f"{len(cfgs)} configurations x {epochs} epochs: trained together {together:.1f} s, one by one {separate:.1f} s")
+    line = bench_line("grid_group_vs_separate_512d", together, "s", separate, separate / together)
+    per_model_epoch = together / (len(cfgs) * epochs)
+    return {"together": together, "separate": separate, "per_model_epoch": per_model_epoch, "line": line,
+            "epochs": epochs, "n": len(cfgs)}
+
+
+GRID_TOML = """
+out = "{out}"
+group = true
+[base]
+cohort = "{cohort}"
+cache = "{cache}"
+device = "cpu"
+[grid]
+head = {heads}
+variant = ["image", "image_clinical"]
+seed = {seeds}
+"""
+
+
+def grid_time(cache_dir: Path, cohort_csv: Path, work: Path, *, seeds: int) -> dict:
+    """A real ``run_ablation`` of 5 heads x image / image + clinical x ``seeds`` seeds (default epochs and
+    patience, early stopping, run directories written), extrapolated to 100 configurations."""
+    from balnmp_cache.train import run_ablation
+
+    path = work / "grid.toml"
+    path.write_text(GRID_TOML.format(out=work / "grid", cohort=cohort_csv, cache=cache_dir, heads=json.dumps(list(HEADS)),
+                                     seeds=json.dumps(list(range(seeds)))), encoding="utf-8")
+    tic = time.perf_counter()
+    result = run_ablation(path)
+    seconds = time.perf_counter() - tic
+    minutes = seconds / result.n_runs * 100 / 60
+    epochs = [json.loads((p / "run.json").read_text())["epochs_run"] for p in (work / "grid" / "runs").iterdir()]
+    log(f"run_ablation: {result.n_runs} configurations in {seconds:.0f} s (epochs run: mean {np.mean(epochs):.1f}, "
+        f"max {max(epochs)}); 100 configurations: {minutes:.1f} min (target: under 30 min)")
+    line = bench_line("grid_100_512d", minutes, "min", 30.0, 30.0 / minutes)
+    return {"minutes": minutes, "n_runs": result.n_runs, "seconds": seconds, "mean_epochs": float(np.mean(epochs)),
+            "line": line}
 
 
 def child_memory(cache_dir: str, cohort_csv: str, out: str, epochs: int) -> None:
@@ -254,26 +303,40 @@ def main() -> None:
     try:
         log(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); workdir {work}")
         cache512, cohort512, n512, bytes512 = build(work / "d512", dim=512, n_patients=N_PATIENTS)
-        r = speed(512, cache512, cohort512, work, epochs=2 if q else 5, n_timed=300 if q else 2000)
-        lines.append(r["line"])
+        r = speed(512, cache512, cohort512, work, epochs=3 if q else 6, n_timed=300 if q else 2000)
+        lines += r["lines"]
         notes.append(f"- 512-d: {n512} patches, {r['bags']} training bags per epoch; ours {r['ours_s']:.2f} s/epoch "
-                     f"(incl. validation), reference {r['ref_s']:.1f} s/epoch (timed on {r['timed']} bags, scaled).")
-        g = grid(cache512, cohort512, work, epochs=2 if q else 5)
+                     f"(incl. validation; bf16 {r['bf16_s']:.2f}), reference {r['ref_s']:.1f} s/epoch (timed on "
+                     f"{r['timed']} bags, scaled).")
+        g = grid_pays(cache512, cohort512, work, epochs=2 if q else 4)
         lines.append(g["line"])
-        notes.append(f"- 100-configuration grid (5 heads x image/image+clinical x 10 seeds, 512-d), extrapolated from one "
-                     f"10-configuration group x {g['epochs']} epochs to 60 epochs (no early stopping, an upper bound): "
-                     f"{g['together_min']:.1f} min trained together, {g['separate_min']:.1f} min one by one "
-                     "(target: under 30 min).")
+        notes.append(f"- {g['n']} configurations (5 heads x image/image+clinical) x {g['epochs']} epochs on shared batches: "
+                     f"{g['together']:.1f} s together vs {g['separate']:.1f} s one by one.")
+        if q:
+            minutes = g["per_model_epoch"] * 100 * 60 / 60
+            lines.append(bench_line("grid_100_512d_upper_bound", minutes, "min", 30.0, 30.0 / minutes))
+            notes.append(f"- 100-configuration grid (5 heads x 2 variants x 10 seeds), --quick: extrapolated from the "
+                         f"group above to 100 configurations x 60 epochs without early stopping (an upper bound): "
+                         f"{minutes:.1f} min (target: under 30 min).")
+        else:
+            t = grid_time(cache512, cohort512, work, seeds=1)
+            lines.append(t["line"])
+            notes.append(f"- 100-configuration grid (5 heads x 2 variants x 10 seeds): run_ablation of one seed ("
+                         f"{t['n_runs']} configurations, default epochs 60 / patience 15, mean {t['mean_epochs']:.1f} "
+                         f"epochs run, run directories written) took {t['seconds']:.0f} s; x 10 seeds = "
+                         f"{t['minutes']:.1f} min (target: under 30 min).")
         m = memory(512, cache512, cohort512, work, bytes512, epochs=1)
         lines.append(m["line"])
+        notes.append(f"- peak RSS of run_train at 512-d: {m['peak']:.0f} MiB for {m['features_mib']:.0f} MiB of features "
+                     f"(target <= {m['limit']:.0f} MiB).")
         if not args.skip_25088:
             n_big = 120 if q else N_PATIENTS
             cache_big, cohort_big, n_patches_big, bytes_big = build(work / "d25088", dim=25088, n_patients=n_big)
-            r = speed(25088, cache_big, cohort_big, work, epochs=1 if q else 2, n_timed=60 if q else 400)
-            lines.append(r["line"])
+            r = speed(25088, cache_big, cohort_big, work, epochs=2, n_timed=60 if q else 400)
+            lines += r["lines"]
             notes.append(f"- 25,088-d: {n_big} patients, {n_patches_big} patches, {bytes_big / 2**30:.2f} GiB float16; "
-                         f"ours {r['ours_s']:.1f} s/epoch, reference {r['ref_s']:.1f} s/epoch (timed on {r['timed']} bags, "
-                         "scaled).")
+                         f"ours {r['ours_s']:.1f} s/epoch (bf16 {r['bf16_s']:.1f}), reference {r['ref_s']:.1f} s/epoch "
+                         f"(timed on {r['timed']} bags, scaled).")
             m = memory(25088, cache_big, cohort_big, work, bytes_big, epochs=1)
             lines.append(m["line"])
             notes.append(f"- peak RSS of run_train at 25,088-d: {m['peak']:.0f} MiB for {m['features_mib']:.0f} MiB of "

@@ -37,7 +37,8 @@ __all__ = ["FeatureSource", "Fitted", "ModelPlan", "RngSlot", "SharedPlan", "eva
 log = logging.getLogger(__name__)
 
 _EVAL_BATCH = 256
-_EVAL_BATCH_BYTES = 64 << 20  # float32 bytes of one evaluation batch (B, N, D): bounds peak memory at 25,088-d
+_EVAL_BATCH_BYTES = 32 << 20  # float32 bytes of one evaluation batch (B, N, D): bounds peak memory at 25,088-d
+_GATHER_CHUNK_BYTES = 4 << 20
 DROPOUT_STREAM = 0x5EED
 """Offset of a model's dropout seed from its initialisation seed."""
 
@@ -94,7 +95,12 @@ class FeatureSource:
         batch, width = rows.shape
         valid = rows >= 0
         index = torch.from_numpy(np.where(valid, rows, 0).reshape(-1)).to(self.tensor.device)
-        x = self.tensor.index_select(0, index).to(self.device, non_blocking=True).float().view(batch, width, self.dim)
+        x = torch.empty((len(index), self.dim), dtype=torch.float32, device=self.tensor.device)
+        # Convert in chunks of about 4 MiB of stored features, so no stored-dtype copy of the whole batch exists.
+        step = max(1, _GATHER_CHUNK_BYTES // (self.dim * self.tensor.element_size()))
+        for start in range(0, len(index), step):
+            x[start : start + step].copy_(self.tensor.index_select(0, index[start : start + step]))
+        x = x.to(self.device, non_blocking=True).view(batch, width, self.dim)
         mask = None if valid.all() else torch.from_numpy(valid).to(self.device)
         return x, mask  # (B, N, D), (B, N)
 
@@ -204,10 +210,12 @@ class _State:
 
 def _make_state(plan: ModelPlan, shared: SharedPlan, device: torch.device) -> _State:
     head = plan.head.to(device)
+    # One fused kernel per parameter instead of about ten small ops: an eighth of a 512-d step on the CPU.
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if plan.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(head.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(head.parameters(), lr=plan.lr, weight_decay=plan.weight_decay, **fused)
     else:
-        optimizer = torch.optim.SGD(head.parameters(), lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+        optimizer = torch.optim.SGD(head.parameters(), lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay, **fused)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=plan.t0, T_mult=plan.t_mult)
     weights = None
     if plan.class_weights:
@@ -244,7 +252,7 @@ def _autocast(source: FeatureSource) -> contextlib.AbstractContextManager[Any]:
 
 
 def _eval_batch(width: int, dim: int) -> int:
-    """Bags per evaluation batch: up to 256, fewer when a (B, N, D) float32 batch would exceed 64 MiB."""
+    """Bags per evaluation batch: up to 256, fewer when a (B, N, D) float32 batch would exceed 32 MiB."""
     return int(max(1, min(_EVAL_BATCH, _EVAL_BATCH_BYTES // max(1, width * dim * 4))))
 
 
@@ -366,6 +374,16 @@ def _train_epoch(states: list[_State], shared: SharedPlan, source: FeatureSource
     return result
 
 
+def _snapshot(head: torch.nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``head``'s state, written into the buffers of ``into`` when there are any."""
+    state = head.state_dict()
+    if into is None:
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    for key, value in state.items():
+        into[key].copy_(value.detach())
+    return into
+
+
 def _fit_clinical_only(st: _State, shared: SharedPlan, source: FeatureSource, val_bags: BagSet) -> None:
     """Fit a clinical-only head to convergence: L-BFGS on the training patients' clinical vectors.
 
@@ -401,7 +419,7 @@ def _fit_clinical_only(st: _State, shared: SharedPlan, source: FeatureSource, va
     [(probs, _)] = evaluate([head], [st.clinical], val_bags, source)
     auc, val_loss = _val_score(st, probs, shared, val_bags)
     st.best_auc, st.best_epoch, st.epochs_run, st.active = auc, 1, 1, False
-    st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+    st.best_state = _snapshot(head, st.best_state)
     st.seconds += time.perf_counter() - tic
     st.curves.append({"epoch": 1, "lr": None, "train_loss": loss, "train_auc": None, "val_loss": val_loss,
                       "val_auc": auc, "best": 1, "seconds": round(st.seconds, 4)})
@@ -449,7 +467,7 @@ def fit_models(
                 improved = score > st.best_score
                 if improved:
                     st.best_score, st.best_auc, st.best_epoch = score, auc, epoch
-                    st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in st.plan.head.state_dict().items()}
+                    st.best_state = _snapshot(st.plan.head, st.best_state)
                 st.epochs_run = epoch
                 train_loss, train_auc = train[id(st)]
                 st.curves.append({
