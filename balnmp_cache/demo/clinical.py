@@ -14,30 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from balnmp_cache.cohort.table import BCNB_COLUMNS, SPLITS
 from balnmp_cache.demo.planted import ALN_CLASSES, CLASS_SHARES, ER_NEGATIVE_RATE, TUMOUR_SIZE_CM
 
 __all__ = ["CLINICAL_COLUMNS", "SPLITS", "assign_labels", "assign_splits", "clinical_row", "write_clinical",
            "write_splits"]
 
-CLINICAL_COLUMNS = (
-    "Patient ID",
-    "Age(years)",
-    "Tumour Size(cm)",
-    "Tumour Type",
-    "ER",
-    "PR",
-    "HER2",
-    "HER2 Expression",
-    "Histological grading",
-    "Surgical",
-    "Ki67",
-    "Molecular subtype",
-    "Number of lymph node metastases",
-    "ALN status",
-)
-"""BCNB's raw clinical columns, in the release's order."""
-
-SPLITS = ("train", "val", "test")
+CLINICAL_COLUMNS = BCNB_COLUMNS  # BCNB's raw clinical columns, in the release's order
 _SPLIT_SHARES = {"val": 0.2, "test": 0.2}
 
 
