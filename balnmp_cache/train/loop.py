@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,106 +29,33 @@ import torch.nn.functional as F
 from balnmp_cache.mil import MILHead
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.train.bags import BagSet, PatientRows, epoch_rng, iter_batches, sample_bags
+from balnmp_cache.train.engine import (
+    FeatureSource,
+    RngSlot,
+    autocast,
+    batch_inputs,
+    evaluate,
+    fast_dropout,
+    resolve_device,
+    torch_threads,
+)
 from balnmp_cache.train.metrics import merge_bags, patient_auc
 
-__all__ = ["FeatureSource", "Fitted", "ModelPlan", "RngSlot", "SharedPlan", "evaluate", "fit_models", "resolve_device", "torch_threads"]
+__all__ = [
+    "FeatureSource",
+    "Fitted",
+    "ModelPlan",
+    "SharedPlan",
+    "evaluate",
+    "fit_models",
+    "resolve_device",
+    "torch_threads",
+]
 
 log = logging.getLogger(__name__)
 
-_EVAL_BATCH = 256
-_EVAL_BATCH_BYTES = 32 << 20  # float32 bytes of one evaluation batch (B, N, D): bounds peak memory at 25,088-d
-_GATHER_CHUNK_BYTES = 4 << 20
 DROPOUT_STREAM = 0x5EED
 """Offset of a model's dropout seed from its initialisation seed."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from balnmp_cache.errors import ConfigError
-
-        raise ConfigError("device 'cuda' was requested but no CUDA device is available; use device = 'auto' or 'cpu' (--device)")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Let torch use ``threads`` CPU threads inside the block (unchanged when ``None``)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-class FeatureSource:
-    """The feature matrix as a tensor, gathered batch by batch.
-
-    On the CPU the tensor shares memory with the cache's array (no copy, stored dtype). On a GPU
-    the whole matrix is copied to the device once when it fits, else batches are copied.
-    """
-
-    def __init__(self, features: np.ndarray, device: torch.device, *, precision: str = "auto") -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a read-only array is never written through
-            tensor = torch.from_numpy(features)
-        self.device = device
-        self.dim = int(features.shape[1])
-        bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
-        if device.type == "cuda":
-            try:
-                tensor = tensor.to(device)
-            except torch.OutOfMemoryError:
-                log.warning("features do not fit on %s; batches are copied from host memory", device)
-        self.tensor = tensor
-
-    def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, N) rows (-1 = padding) -> features (B, N, D) float32 and mask (B, N), ``None`` without padding."""
-        batch, width = rows.shape
-        valid = rows >= 0
-        index = torch.from_numpy(np.where(valid, rows, 0).reshape(-1)).to(self.tensor.device)
-        x = torch.empty((len(index), self.dim), dtype=torch.float32, device=self.tensor.device)
-        # Convert in chunks of about 4 MiB of stored features, so no stored-dtype copy of the whole batch exists.
-        step = max(1, _GATHER_CHUNK_BYTES // (self.dim * self.tensor.element_size()))
-        for start in range(0, len(index), step):
-            x[start : start + step].copy_(self.tensor.index_select(0, index[start : start + step]))
-        x = x.to(self.device, non_blocking=True).view(batch, width, self.dim)
-        mask = None if valid.all() else torch.from_numpy(valid).to(self.device)
-        return x, mask  # (B, N, D), (B, N)
-
-    def placeholder(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A zero-cost stand-in for models that ignore features (clinical-only)."""
-        valid = rows >= 0
-        x = torch.zeros((), device=self.device).expand(rows.shape[0], rows.shape[1], self.dim)
-        return x, None if valid.all() else torch.from_numpy(valid).to(self.device)
-
-
-class RngSlot:
-    """One model's own random-number stream, swapped in around each of its steps."""
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        self.cpu = torch.Generator().manual_seed(seed).get_state()
-        self.cuda = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
-        self.device = device
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-        try:
-            yield
-        finally:
-            self.cpu = torch.get_rng_state()
-            if self.cuda is not None:
-                self.cuda = torch.cuda.get_rng_state(self.device)
 
 
 @dataclass
@@ -226,110 +152,6 @@ def _make_state(plan: ModelPlan, shared: SharedPlan, device: torch.device) -> _S
     return _State(plan, RngSlot(plan.seed + DROPOUT_STREAM, device), optimizer, scheduler, clinical, weights)
 
 
-def _inputs(
-    source: FeatureSource, head: MILHead, clinical: torch.Tensor | None, batch: BagSet, cache: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Features (B, N, D), mask (B, N) and clinical vectors (B, K) of one batch for one model.
-
-    The gather is done once per batch and shared through ``cache``; a clinical-only head gets a
-    zero-cost placeholder instead.
-    """
-    uses_features = head.name != "clinical_only"
-    key = "x" if uses_features else "placeholder"
-    if key not in cache:
-        cache[key] = source.gather(batch.rows) if uses_features else source.placeholder(batch.rows)
-    x, mask = cache[key]
-    if clinical is not None:
-        clinical = clinical[torch.from_numpy(batch.patient).to(clinical.device)]  # (B, K)
-    return x, mask, clinical
-
-
-def _autocast(source: FeatureSource) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast of the forward pass when the source's precision asks for it, else nothing."""
-    if source.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(source.device.type, dtype=source.autocast_dtype)
-
-
-def _eval_batch(width: int, dim: int) -> int:
-    """Bags per evaluation batch: up to 256, fewer when a (B, N, D) float32 batch would exceed 32 MiB."""
-    return int(max(1, min(_EVAL_BATCH, _EVAL_BATCH_BYTES // max(1, width * dim * 4))))
-
-
-class _RandDropout(torch.nn.Module):
-    """Inverted dropout drawn with ``torch.rand_like``: the same distribution as ``nn.Dropout``.
-
-    On the CPU ``rand_like`` plus a comparison is about 3x faster than the ``bernoulli_`` that
-    ``nn.Dropout`` uses, and dropout was a third of a training step at 512-d.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if self.p >= 1.0:
-            return torch.zeros_like(x)
-        keep = torch.rand_like(x, dtype=torch.float32) >= self.p
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
-
-
-@contextlib.contextmanager
-def fast_dropout(heads: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """Swap every ``nn.Dropout`` of ``heads`` for :class:`_RandDropout` inside the block (on the CPU).
-
-    The heads' parameters and state dicts are untouched; the original modules are put back on exit.
-    """
-    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-    for head in heads:
-        for parent in head.modules():
-            for name, child in parent.named_children():
-                if type(child) is torch.nn.Dropout and not child.inplace:
-                    swapped.append((parent, name, child))
-    for parent, name, child in swapped:
-        replacement = _RandDropout(child.p)
-        replacement.train(child.training)
-        setattr(parent, name, replacement)
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            child.train(getattr(parent, name).training)
-            setattr(parent, name, child)
-
-
-def evaluate(
-    heads: Sequence[MILHead],
-    clinicals: Sequence[torch.Tensor | None],
-    bags: BagSet,
-    source: FeatureSource,
-    *,
-    attention: bool = False,
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Eval-mode bag probabilities (B, C) and, on request, attention (B, N) of each head."""
-    n_bags, width = bags.rows.shape
-    out_probs = [np.zeros((n_bags, h.n_classes), dtype=np.float32) for h in heads]
-    out_att = [np.zeros((n_bags, width), dtype=np.float32) if attention else None for _ in heads]
-    for h in heads:
-        h.eval()
-    start = 0
-    with torch.inference_mode():
-        for batch in iter_batches(bags, _eval_batch(width, source.dim)):
-            stop = start + len(batch)
-            gathered: dict[str, Any] = {}
-            for i, (head, clinical) in enumerate(zip(heads, clinicals, strict=True)):
-                x, mask, clin = _inputs(source, head, clinical, batch, gathered)
-                with _autocast(source):
-                    logits, att = head(x, mask, clin)
-                out_probs[i][start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
-                if attention:
-                    out_att[i][start:stop, : att.shape[1]] = att.float().cpu().numpy()  # type: ignore[index]
-            start = stop
-    return list(zip(out_probs, out_att, strict=True))
-
-
 def _val_score(st: _State, probs: np.ndarray, shared: SharedPlan, val_bags: BagSet) -> tuple[float | None, float]:
     patient_probs, _ = merge_bags(probs, val_bags.patient, len(shared.labels), how=st.plan.merge)
     auc = patient_auc(shared.labels[shared.val], patient_probs[shared.val])
@@ -353,9 +175,9 @@ def _train_epoch(states: list[_State], shared: SharedPlan, source: FeatureSource
         gathered: dict[str, Any] = {}
         for st in active:
             tic = time.perf_counter()
-            x, mask, clinical = _inputs(source, st.plan.head, st.clinical, batch, gathered)
+            x, mask, clinical = batch_inputs(source, st.plan.head, st.clinical, batch, gathered)
             with st.slot.active():
-                with _autocast(source):
+                with autocast(source):
                     logits, _ = st.plan.head(x, mask, clinical)
                 loss = F.cross_entropy(logits.float(), y, weight=st.weights)
                 st.optimizer.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from balnmp_cache.mil import create_head
-from balnmp_cache.train.loop import RngSlot, _eval_batch, fast_dropout
+from balnmp_cache.train.engine import RngSlot, eval_batch_size, fast_dropout
 
 
 def test_fast_dropout_keeps_the_distribution_and_puts_the_modules_back():
@@ -26,9 +26,9 @@ def test_fast_dropout_keeps_the_distribution_and_puts_the_modules_back():
 
 
 def test_evaluation_batches_stay_under_32_mib():
-    assert _eval_batch(10, 512) == 256
-    assert _eval_batch(10, 25088) * 10 * 25088 * 4 <= 32 << 20
-    assert _eval_batch(10**6, 25088) == 1
+    assert eval_batch_size(10, 512) == 256
+    assert eval_batch_size(10, 25088) * 10 * 25088 * 4 <= 32 << 20
+    assert eval_batch_size(10**6, 25088) == 1
 
 
 def test_rng_slots_are_independent_streams():
