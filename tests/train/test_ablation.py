@@ -88,6 +88,7 @@ class Interrupt(Exception):
 def test_ablation_resumes_without_redoing_finished_runs(study, tmp_path):
     grid = _grid(tmp_path / "g.toml", f"""
 out = "{tmp_path / 'abl'}"
+group = true
 [base]
 cohort = "{study.cohort_csv}"
 cache = "{study.cache_dir}"
