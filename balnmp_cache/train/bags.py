@@ -26,14 +26,14 @@ __all__ = [
     "BagSet",
     "PatientRows",
     "epoch_rng",
-    "eval_rng",
+    "eval_bags",
     "iter_batches",
     "official_bag_set",
     "sample_bags",
 ]
 
 EVAL_SEED = 20_211_210
-"""Seed of the evaluation bags: fixed, so evaluation is identical across epochs, runs and seeds."""
+"""Seed of the evaluation bags (with the patient id): identical across epochs, runs, seeds and patient sets."""
 
 _PAD = -1
 
@@ -41,11 +41,6 @@ _PAD = -1
 def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
     """The generator of one epoch: a function of (seed, epoch, stream) only."""
     return np.random.default_rng([seed % (1 << 63), epoch, stream])
-
-
-def eval_rng() -> np.random.Generator:
-    """The generator of the evaluation bags (see :data:`EVAL_SEED`)."""
-    return np.random.default_rng([EVAL_SEED])
 
 
 @dataclass(frozen=True)
@@ -237,6 +232,33 @@ def official_bag_set(
         patient=np.asarray(owner, dtype=np.int64),
         bag=np.asarray(number, dtype=np.int64),
     )
+
+
+def eval_bags(pr: PatientRows, patient_ids: Sequence[str], *, bag_size: int) -> BagSet:
+    """The fixed evaluation bags: ``max(1, floor(n / N))`` disjoint bags per patient, all patients.
+
+    Each patient's bags are drawn with a generator of (:data:`EVAL_SEED`, the patient id) only, so they
+    do not depend on the seed, the epoch or which other patients are present: ``predict`` on any
+    subset of patients reproduces the bags (and probabilities) of training.
+    """
+    import zlib
+
+    counts = pr.counts
+    per_patient = np.maximum(counts // bag_size, 1)
+    rows = np.full((int(per_patient.sum()), bag_size), _PAD, dtype=np.int64)
+    owner = np.repeat(np.arange(pr.n_patients), per_patient)
+    number = np.arange(len(owner)) - np.repeat(np.cumsum(per_patient) - per_patient, per_patient)
+    start = 0
+    for p, pid in enumerate(patient_ids):
+        rng = np.random.default_rng([EVAL_SEED, zlib.crc32(pid.encode("utf-8"))])
+        mine = pr.rows(p)[rng.permutation(int(counts[p]))]
+        m = int(per_patient[p])
+        if counts[p] >= bag_size:
+            rows[start : start + m] = mine[: m * bag_size].reshape(m, bag_size)  # (M, N)
+        else:
+            rows[start, : counts[p]] = mine
+        start += m
+    return BagSet(rows=rows, patient=owner.astype(np.int64), bag=number.astype(np.int64))
 
 
 def iter_batches(bags: BagSet, batch_bags: int, *, rng: np.random.Generator | None = None) -> Iterator[BagSet]:

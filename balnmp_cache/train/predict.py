@@ -4,7 +4,8 @@ Sources are either feature caches (used as they are, after checking that they we
 way the run's training cache was) or slides, folders and BCNB roots, which are first extracted
 with the run's encoder settings (the training cache's ``config.toml``) into ``<out>/cache``.
 Every patient is scored on its evaluation bags (``max(1, floor(n / N))`` bags of the run's N,
-drawn with the fixed evaluation seed) and the bag probabilities are merged as in training.
+drawn from the patient's own patches with a generator of the patient id) and the bag probabilities
+are merged as in training, so a patient gets the probabilities it got in training.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.train.bags import eval_rng, sample_bags
+from balnmp_cache.train.bags import eval_bags
 from balnmp_cache.train.data import natural_key, patient_rows
 from balnmp_cache.train.metrics import merge_bags
 from balnmp_cache.train.rundir import CHECKPOINT, write_attention, write_csv
@@ -190,8 +191,7 @@ def run_predict(
     patient_ids = sorted(set(cache.patient_ids), key=natural_key)
     clinical = _clinical(ckpt, cohort, patient_ids)
     rows = patient_rows(cache, patient_ids)
-    bags = sample_bags(rows, np.arange(len(patient_ids)), bag_size=int(ckpt["bag_size"]), bags_per_patient=None,
-                       rng=eval_rng())
+    bags = eval_bags(rows, patient_ids, bag_size=int(ckpt["bag_size"]))
     emit(progress, "start", "predict", total=len(patient_ids))
     device = resolve_device("auto")
     source = FeatureSource(cache.features, device, precision=ckpt.get("precision", "auto"))

@@ -14,7 +14,7 @@ import numpy as np
 from balnmp_cache.config import save_resolved, to_plain
 from balnmp_cache.errors import CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback
-from balnmp_cache.train.bags import eval_rng, official_bag_set, sample_bags
+from balnmp_cache.train.bags import eval_bags, official_bag_set
 from balnmp_cache.train.config import TrainConfig
 from balnmp_cache.train.data import TaskData, cache_provenance, prepare_task_data
 from balnmp_cache.train.metrics import merge_bags, split_metrics
@@ -96,7 +96,7 @@ def _eval_bags(cfg: TrainConfig, data: TaskData) -> Any:
         key_to_row = {str(k): i for i, k in enumerate(data.cache.patch_key)}
         return official_bag_set(data.patient_ids, data.official.bags, key_to_row,  # type: ignore[union-attr]
                                 source=f"{cfg.official_json}/*-type-{cfg.task}.json")
-    return sample_bags(data.rows, np.arange(data.n_patients), bag_size=cfg.bag_size, bags_per_patient=None, rng=eval_rng())
+    return eval_bags(data.rows, data.patient_ids, bag_size=cfg.bag_size)
 
 
 def _shared_plan(cfg: TrainConfig, data: TaskData) -> Any:

@@ -44,12 +44,25 @@ class SyntheticStudy:
 
 
 def bcnb_patch_counts(n_patients: int, rng: np.random.Generator) -> np.ndarray:
-    """Patches per patient drawn to look like BCNB: lognormal (median 36, mean 72), 10 to 2,915."""
+    """Patches per patient drawn to look like BCNB: median 36, mean 72.4, 10 to 2,915 (1,058 patients: ~76,600).
+
+    A lognormal draw (median 36, mean 72 before clipping) whose upper half is then stretched about the
+    median so the total is 72.4 per patient, as in BCNB's 76,578 patches of 1,058 patients.
+    """
     counts = np.exp(rng.normal(np.log(36.0), np.sqrt(2.0 * np.log(72.0 / 36.0)), n_patients))
-    counts = np.clip(np.round(counts), 10, 2915).astype(np.int64)
+    counts = np.clip(counts, 10, 2915)
     if n_patients >= 100:
         counts[int(np.argmax(counts))] = 2915
-    return counts
+        median = float(np.median(counts))
+        upper = counts > median
+        for _ in range(20):  # stretch the upper half until the mean is BCNB's (clipping makes it iterative)
+            deficit = 72.4 * n_patients - counts.sum()
+            spread = float((counts[upper] - median)[counts[upper] < 2915].sum())
+            if abs(deficit) < 1 or spread <= 0:
+                break
+            stretched = median + (counts[upper] - median) * (1.0 + deficit / spread)
+            counts[upper] = np.clip(stretched, 10, 2915)
+    return np.round(counts).astype(np.int64)
 
 
 def make_study(

@@ -9,7 +9,7 @@ from balnmp_cache.errors import CacheError, CohortError
 from balnmp_cache.train.bags import (
     PatientRows,
     epoch_rng,
-    eval_rng,
+    eval_bags,
     iter_batches,
     official_bag_set,
     sample_bags,
@@ -65,10 +65,26 @@ def test_bags_are_redrawn_every_epoch_and_equal_for_the_same_seed_and_epoch():
     assert np.array_equal(a.rows, b.rows)
     assert not np.array_equal(a.rows, c.rows)
     assert not np.array_equal(a.rows, d.rows)
-    # the evaluation generator is fixed
-    e1 = sample_bags(pr, np.arange(6), bag_size=10, bags_per_patient=None, rng=eval_rng())
-    e2 = sample_bags(pr, np.arange(6), bag_size=10, bags_per_patient=None, rng=eval_rng())
-    assert np.array_equal(e1.rows, e2.rows)
+
+
+def test_evaluation_bags_depend_only_on_the_patient():
+    pr = rows_fixture()
+    ids = ["a", "b", "c", "d", "e", "f"]
+    bags = eval_bags(pr, ids, bag_size=10)
+    assert bags.bags_per_patient(6).tolist() == [max(1, n // 10) for n in COUNTS]
+    assert np.array_equal(bags.rows, eval_bags(pr, ids, bag_size=10).rows)
+    for p in range(6):
+        mine = bags.rows[bags.patient == p]
+        real = mine[mine >= 0]
+        assert len(real) == len(set(real.tolist())) == min(COUNTS[p], max(1, COUNTS[p] // 10) * 10)
+        assert set(real.tolist()) <= set(pr.rows(p).tolist())
+    # the same patient alone (or among others, under another index) gets the same bags
+    alone = eval_bags(PatientRows.from_lists([pr.rows(3)]), ["d"], bag_size=10)
+    assert np.array_equal(alone.rows, bags.rows[bags.patient == 3])
+    renamed = eval_bags(PatientRows.from_lists([pr.rows(3)]), ["z"], bag_size=10)
+    assert not np.array_equal(renamed.rows, alone.rows)
+    short = bags.rows[bags.patient == 0][0]
+    assert (short[:3] >= 0).all() and (short[3:] == -1).all()
 
 
 def test_fixed_m_gives_every_patient_m_bags_of_distinct_patches():

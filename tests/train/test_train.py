@@ -185,3 +185,15 @@ def test_bf16_on_the_cpu_learns_and_is_deterministic(study, tmp_path):
     b = run_train(train_config(study, tmp_path / "b", precision="bf16", clinical=False))
     assert a.metrics["val"]["auc"] > 0.85
     assert (a.run_dir / "predictions.csv").read_bytes() == (b.run_dir / "predictions.csv").read_bytes()
+
+
+def test_kfold_splits_are_written_once_and_reused(study, tmp_path):
+    splits = tmp_path / "folds.csv"
+    first = run_train(train_config(study, tmp_path / "f0", split="kfold", folds=4, fold=0, splits_file=splits, epochs=1))
+    written = splits.read_bytes()
+    second = run_train(train_config(study, tmp_path / "f1", split="kfold", folds=4, fold=1, splits_file=splits, epochs=1))
+    assert splits.read_bytes() == written
+    a, b = _predictions(first.run_dir).set_index("patient_id"), _predictions(second.run_dir).set_index("patient_id")
+    assert set(a.index) == set(b.index) == set(study.patient_ids)
+    assert set(a.index[a["split"] == "val"]) == set(b.index[b["split"] == "test"])  # fold 1 is val of 0, test of 1
+    assert first.metrics["test"]["n"] + first.metrics["val"]["n"] + first.metrics["train"]["n"] == len(study.patient_ids)
