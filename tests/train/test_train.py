@@ -191,9 +191,18 @@ def test_kfold_splits_are_written_once_and_reused(study, tmp_path):
     splits = tmp_path / "folds.csv"
     first = run_train(train_config(study, tmp_path / "f0", split="kfold", folds=4, fold=0, splits_file=splits, epochs=1))
     written = splits.read_bytes()
-    second = run_train(train_config(study, tmp_path / "f1", split="kfold", folds=4, fold=1, splits_file=splits, epochs=1))
+    second = run_train(train_config(study, tmp_path / "f1", split="kfold", folds=4, fold=1, splits_file=splits, epochs=1,
+                                    optimizer="sgd"))
     assert splits.read_bytes() == written
     a, b = _predictions(first.run_dir).set_index("patient_id"), _predictions(second.run_dir).set_index("patient_id")
     assert set(a.index) == set(b.index) == set(study.patient_ids)
     assert set(a.index[a["split"] == "val"]) == set(b.index[b["split"] == "test"])  # fold 1 is val of 0, test of 1
     assert first.metrics["test"]["n"] + first.metrics["val"]["n"] + first.metrics["train"]["n"] == len(study.patient_ids)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_path):
+    result = run_train(train_config(study, tmp_path / "frozen", lr=1e-12, epochs=40, patience=3, clinical=False))
+    assert (result.best_epoch, result.epochs_run) == (1, 4)  # nothing learns: no validation epoch beats the first
+    curves = pd.read_csv(result.run_dir / "curves.csv")
+    assert curves["best"].tolist() == [1, 0, 0, 0]
+    assert curves["val_auc"].nunique() == 1
