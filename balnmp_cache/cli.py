@@ -154,6 +154,8 @@ def train(
     official_json: Annotated[Optional[Path], typer.Option(help="folder of the official *-type-<task>.json files")] = None,
     bags: Annotated[Optional[str], typer.Option(help="random | official")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on the CPU)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for training")] = None,
     out: Annotated[Optional[Path], typer.Option(help="run directory")] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
@@ -174,7 +176,7 @@ def train(
             _overrides(
                 cache=cache, cohort=cohort, task=task, head=head, clinical=clinical, bag_size=bag_size,
                 bags_per_slide=bags_per_slide, epochs=epochs, seed=seed, split=split, official_json=official_json,
-                bags=bags, device=device, out=out,
+                bags=bags, device=device, precision=precision, threads=threads, out=out,
             ),
         )
         with ui.log_to_file(cfg.out / "train.log"), ui.RichProgress() as progress:

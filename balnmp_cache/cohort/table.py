@@ -140,7 +140,7 @@ def _is_blank(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
-def _validate(df: pd.DataFrame, source: Path) -> pd.DataFrame:
+def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -> pd.DataFrame:
     """Normalise values in place and collect every problem into one CohortError."""
     import pandas as pd
 
@@ -169,7 +169,7 @@ def _validate(df: pd.DataFrame, source: Path) -> pd.DataFrame:
             if pd.isna(val) or float(val) != int(val):
                 problems.append(f"row {row} (patient {pid}): label {raw!r} is not an integer class index")
         df["label"] = labels
-    else:
+    elif require_outcome:
         problems.append("no 'ALN status' (or 'aln_status') and no 'label' column: the cohort has no outcome")
 
     for col in NUMERIC:
@@ -219,12 +219,13 @@ def _read_splits(root: Path) -> dict[str, str]:
     return assignment
 
 
-def load_cohort(path: Path) -> Cohort:
+def load_cohort(path: Path, *, require_outcome: bool = True) -> Cohort:
     """Load a BCNB root (``patient-clinical-data.xlsx`` + ``dataset-splitting/``) or a cohort CSV.
 
     A CSV needs a patient id column and an outcome (``ALN status`` or an integer ``label``); clinical
     columns (``age``, ``tumour_size_cm``, ``er``, ``pr``, ``her2``, or BCNB's spellings) and ``split`` are
     optional. Problems anywhere in the table are reported together, one line per row.
+    ``require_outcome=False`` accepts a table without outcome (new patients to predict).
 
     Raises:
         CohortError: the file is missing or the table is invalid.
@@ -256,7 +257,7 @@ def load_cohort(path: Path) -> Cohort:
         raise CohortError(f"cannot read cohort table {source}: {err}") from err
     df.insert(0, "source_row", range(2, len(df) + 2))
     df = _normalise_columns(df)
-    table = _validate(df, source)
+    table = _validate(df, source, require_outcome=require_outcome)
 
     splits = _read_splits(root) if source.suffix.lower() in {".xlsx", ".xls"} else {}
     if splits:

@@ -126,7 +126,7 @@ def _clinical(ckpt: dict[str, Any], cohort: Path | None, patient_ids: list[str])
         return None
     if cohort is None:
         raise ConfigError("this run was trained with clinical data; pass --cohort with the patients' clinical table")
-    table = load_cohort(cohort).table
+    table = load_cohort(cohort, require_outcome=False).table
     missing = [pid for pid in patient_ids if pid not in table.index]
     if missing:
         raise CohortError(f"patients with slides but no row in {cohort}:\n{format_rows(missing)}\n"

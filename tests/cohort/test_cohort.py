@@ -196,3 +196,12 @@ def test_official_json_patient_in_two_splits_is_an_error(tmp_path):
         (tmp_path / f"{split}-type-3.json").write_text(json.dumps([{"id": pid, "label": "0", "patch_paths": []}]))
     with pytest.raises(CohortError, match="patient 1 is in both train-type-3.json and val-type-3.json"):
         load_official_bags(tmp_path, 3)
+
+
+def test_a_table_without_outcome_is_accepted_for_prediction_only(tmp_path):
+    csv = tmp_path / "new.csv"
+    pd.DataFrame({"patient_id": ["x"], "age": [50], "tumour_size_cm": [2.0], "er": ["Positive"], "pr": ["Negative"],
+                  "her2": ["Negative"]}).to_csv(csv, index=False)
+    with pytest.raises(CohortError, match="no outcome"):
+        load_cohort(csv)
+    assert load_cohort(csv, require_outcome=False).table.loc["x", "pr"] == "Negative"
