@@ -6,6 +6,7 @@ Library modules never import this; they log and emit :class:`~balnmp_cache.progr
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ from balnmp_cache.errors import BalnmpError
 from balnmp_cache.progress import ProgressEvent
 
 console = Console(stderr=True)
-stdout = Console()
+# Piped output (make demo | tee, CI logs) gets room for the report's table instead of rich's 80 columns.
+stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 T = TypeVar("T")
 

@@ -46,17 +46,17 @@ def extract_summary(result: Any) -> Group:
     return Group(table, totals)
 
 
-def train_summary(result: Any) -> Table:
+def train_summary(result: Any) -> Group:
     table = Table(title=f"train → {result.run_dir}", title_justify="left")
     for col in ("split", "patients", "AUC", "ACC@0.5"):
         table.add_column(col)
     for split, m in result.metrics.items():
         table.add_row(split, str(m.get("n")), _fmt(m.get("auc")), _fmt(m.get("acc")))
-    table.caption = (
+    note = Text(
         f"task {result.task_name}, head {result.head}, clinical {result.clinical}; best epoch {result.best_epoch} "
         f"of {result.epochs_run} (selected on validation AUC), {result.seconds:.1f} s"
     )
-    return table
+    return Group(table, note)
 
 
 def ablation_summary(result: Any) -> Table:

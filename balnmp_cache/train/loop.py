@@ -9,7 +9,8 @@ in a group gives exactly the predictions it gives when trained alone.
 Per epoch: bags drawn anew with a generator of (seed, epoch); one optimizer step per batch of
 ``B`` bags; the learning rate follows cosine annealing with warm restarts, stepped after each
 epoch; the model is evaluated on the validation patients' fixed evaluation bags and selected on
-patient-level validation AUC (validation loss when the AUC is undefined). Test patients are never
+patient-level validation AUC, ties broken by the lower validation loss (the loss alone when
+the AUC is undefined). Test patients are never
 looked at during training. Training stops after ``patience`` epochs without improvement.
 """
 
@@ -123,7 +124,7 @@ class _State:
     scheduler: Any
     clinical: torch.Tensor | None
     weights: torch.Tensor | None
-    best_score: float = -np.inf
+    best_score: tuple[float, float] = (-np.inf, -np.inf)
     best_auc: float | None = None
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -285,7 +286,8 @@ def fit_models(
                 st.seconds += share_eval
                 st.scheduler.step()
                 auc, loss = _val_score(st, probs, shared, val_bags)
-                score = auc if auc is not None else -loss
+                # validation AUC first; on a tie (small validation sets saturate) the lower validation loss
+                score = (auc if auc is not None else -np.inf, -loss)
                 improved = score > st.best_score
                 if improved:
                     st.best_score, st.best_auc, st.best_epoch = score, auc, epoch

@@ -247,7 +247,7 @@ def _write_run(
         "group_size": group_size, "device": str(device), "precision": cfg.precision, "package_version": __version__,
     })
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
-             metrics.get("val", {}).get("auc"), metrics.get("test", {}).get("auc"))
+             _fmt_auc(metrics.get("val", {}).get("auc")), _fmt_auc(metrics.get("test", {}).get("auc")))
     return TrainResult(run_dir=run_dir, task_name=data.task.name, head=cfg.head, clinical=clinical,
                        best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, seconds=seconds, metrics=metrics)
 
@@ -259,3 +259,7 @@ def run_train(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> 
         ConfigError, CohortError, CacheError: bad configuration, cohort or cache, before any training.
     """
     return train_group([cfg], progress=progress)[0]
+
+
+def _fmt_auc(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
