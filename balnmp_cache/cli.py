@@ -103,7 +103,7 @@ def extract(
     patch_filter: Annotated[Optional[str], typer.Option(help="white_ratio (official) | background")] = None,
     white_ratio_max: Annotated[Optional[float], typer.Option(help="drop a patch whose white ratio is >= this (0.3)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed of --weights random")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native: GPU, AVX512-BF16/AMX CPU) | fp32 | bf16 | fp16")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="patches per encoder batch")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="reader threads")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,

@@ -9,7 +9,9 @@ Baseline — what CLAM's ``extract_features_fp.py`` does: an OpenSlide ``read_re
 inside a torch ``DataLoader`` (one worker per core), PIL -> torchvision ``Resize(224)`` /
 ``ToTensor`` / ``Normalize`` per patch, fp32, the same encoder and batch size, on the same patch
 coordinates that our tiler produced. Ours: ``balnmp-cache extract`` end to end (tiling, filter,
-batched grid-aligned reads on a reader thread, encode, atomic HDF5 write, manifest).
+batched grid-aligned reads on a reader thread, channels_last encode under the default precision —
+bf16 where the hardware computes it natively — atomic HDF5 write, manifest); where that default is
+not fp32, an fp32 run of ours is measured too (``extract_16k_tiff_fp32``).
 
 Each figure prints as ``BENCH name=<name> value=<v> unit=<u> baseline=<b> ratio=<r>``; the ratio is
 what to compare across machines. ``--quick`` finishes in about two minutes on 2 CPU cores.
@@ -103,7 +105,9 @@ def write_annotation(slide: Path, n_side: tuple[int, int]) -> Path:
 
 
 # -- ours ---------------------------------------------------------------------------------------------
-def run_ours(slides: list[Path], encoder: str, batch_size: int, workers: int, device: str) -> tuple[float, list[np.ndarray], dict]:
+def run_ours(
+    slides: list[Path], encoder: str, batch_size: int, workers: int, device: str, precision: str = "auto"
+) -> tuple[float, list[np.ndarray], dict]:
     """Patches/s of ``balnmp-cache extract`` over ``slides``, from nothing (encoder build included) to files."""
     from balnmp_cache.cache import read_slide
     from balnmp_cache.extract import ExtractConfig, run_extract
@@ -112,13 +116,14 @@ def run_ours(slides: list[Path], encoder: str, batch_size: int, workers: int, de
     try:
         config = ExtractConfig(
             sources=slides, out=out, encoder=encoder, weights=_weights(encoder),
-            batch_size=batch_size, num_workers=workers, device=device,
+            batch_size=batch_size, num_workers=workers, device=device, precision=precision,
         )
         t0 = time.perf_counter()
         result = run_extract(config)
         seconds = time.perf_counter() - t0
         coords = [read_slide(result.cache_dir / f"{s.stem}.h5").coords for s in slides]
-        split = {"read_s": round(result.read_seconds, 2), "encode_s": round(result.compute_seconds, 2), "wall_s": round(seconds, 2)}
+        attrs = read_slide(result.cache_dir / f"{slides[0].stem}.h5").attrs
+        split = {"precision": attrs["precision"], "read_s": round(result.read_seconds, 2), "encode_s": round(result.compute_seconds, 2), "wall_s": round(seconds, 2)}
         return sum(len(c) for c in coords) / seconds, coords, split
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -259,6 +264,10 @@ def main() -> int:
     base = run_baseline([slide], coords, args.encoder, args.batch_size, args.workers, device)
     print(f"  16k slide: {len(coords[0])} patches; ours {split}")
     lines.append(bench_line("extract_16k_tiff", ours, "patches/s", base))
+    if split["precision"] != "fp32":
+        ours32, _, split32 = run_ours([slide], args.encoder, args.batch_size, args.workers, device, precision="fp32")
+        print(f"  16k slide, --precision fp32: ours {split32}")
+        lines.append(bench_line("extract_16k_tiff_fp32", ours32, "patches/s", base))
     fwd = forward_only(args.encoder, args.batch_size, device, n_batches=3 if args.quick else 10)
     lines.append(bench_line("extract_16k_end_to_end_vs_forward_only", ours, "patches/s", fwd))
     read_ours, read_base = read_only(slide, coords[0], args.workers)

@@ -45,7 +45,7 @@ class ExtractConfig(StageConfig):
     num_workers: int = Field(2, ge=1, le=64, description="reader threads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast precision; 'auto' = bf16 on a GPU, fp32 on the CPU"
+        "auto", description="autocast precision; 'auto' = bf16 where computed natively (GPU, CPUs with AVX512-BF16/AMX), else fp32"
     )
 
     @model_validator(mode="after")

@@ -91,9 +91,12 @@ class ExtractResult:
         return 1 if self.n_failed or self.n_empty else 0
 
 
-def key_params(config: ExtractConfig, encoder: Any) -> dict[str, Any]:
+def key_params(config: ExtractConfig, runner: BatchEncoder) -> dict[str, Any]:
     """Everything that changes the cached bytes; hashed into the cache key."""
+    encoder = runner.encoder
     params: dict[str, Any] = {
+        "device": runner.device,
+        "precision": runner.precision,
         "schema_version": SCHEMA_VERSION,
         "extraction_version": EXTRACTION_VERSION,
         "encoder_identifier": encoder.identifier,
@@ -118,8 +121,11 @@ def key_params(config: ExtractConfig, encoder: Any) -> dict[str, Any]:
     return params
 
 
-def _common_attrs(config: ExtractConfig, encoder: Any, key: str) -> dict[str, Any]:
+def _common_attrs(config: ExtractConfig, runner: BatchEncoder, key: str) -> dict[str, Any]:
+    encoder = runner.encoder
     return {
+        "device": runner.device,
+        "precision": runner.precision,
         "encoder": encoder.name,
         "encoder_identifier": encoder.identifier,
         "weights": encoder.weights,
@@ -195,7 +201,7 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     t_start = time.perf_counter()
     jobs = _resolve_jobs(config)
     encoder = BatchEncoder.build(config)
-    params = key_params(config, encoder.encoder)
+    params = key_params(config, encoder)
     key = cache_key(params)
     cache_dir = Path(config.out) / cache_dir_name(encoder.encoder.name, encoder.encoder.mode, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +210,7 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     for path in clean_stale_temporaries(cache_dir):
         log.info("removed a temporary left by an interrupted run: %s", path.name)
     result = ExtractResult(cache_dir=cache_dir)
-    common = _common_attrs(config, encoder.encoder, key)
+    common = _common_attrs(config, encoder, key)
     log.info("extracting %d slide(s) into %s with %s on %s", len(jobs), cache_dir, encoder.encoder.identifier, encoder.device)
 
     todo: list[SlideJob] = []

@@ -184,3 +184,17 @@ def test_precut_patches_keep_their_official_keys(small_cohort, tmp_path):
     by_key = dict(zip(sf.patch_key, map(tuple, sf.coords), strict=True))
     assert all(by_key[k] == tuple(xy) for k, xy in zip(pre.patch_key, pre.coords, strict=True))
     assert pre.attrs["coords_frame"] == "level0"
+
+
+def test_precision_is_recorded_and_part_of_the_key(small_cohort, tmp_path):
+    slide = small_cohort / "WSIs" / "2.jpg"
+    auto = run_extract(config([slide], tmp_path / "cache"))
+    fp32 = run_extract(config([slide], tmp_path / "cache", precision="fp32"))
+    a, b = read_slide(auto.cache_dir / "2.h5"), read_slide(fp32.cache_dir / "2.h5")
+    assert b.attrs["precision"] == "fp32" and a.attrs["precision"] in {"fp32", "bf16"}
+    assert a.attrs["device"] == b.attrs["device"] == "cpu"
+    if a.attrs["precision"] == "bf16":
+        assert auto.cache_dir != fp32.cache_dir
+    fa, fb = a.features.astype(np.float32), b.features.astype(np.float32)
+    cosine = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
+    assert cosine.min() > 0.99
