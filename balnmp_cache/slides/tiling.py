@@ -218,9 +218,11 @@ def tissue_mask(thumbnail: np.ndarray, *, min_saturation: float = 0.05) -> np.nd
     """
     from skimage.filters import threshold_otsu
 
-    rgb = thumbnail.astype(np.float32)
-    high = rgb.max(axis=-1)
-    saturation = np.where(high > 0, (high - rgb.min(axis=-1)) / np.maximum(high, 1.0), 0.0)
+    # channel-wise max/min on uint8 (3 cheap passes), float only for the 2-D ratio
+    r, g, b = thumbnail[..., 0], thumbnail[..., 1], thumbnail[..., 2]
+    high = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    low = np.minimum(np.minimum(r, g), b).astype(np.float32)
+    saturation = (high - low) / np.maximum(high, 1.0)  # 0 where high == 0
     threshold = float(threshold_otsu(saturation)) if np.ptp(saturation) > 0 else 1.0
     return saturation > max(threshold, min_saturation)
 
