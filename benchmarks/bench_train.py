@@ -193,17 +193,20 @@ def speed(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: in
 
     cache = load_cache(cache_dir)
     cohort = load_cohort(cohort_csv)
+    from balnmp_cache.hardware import bf16_is_native
+
+    default = "bf16" if bf16_is_native("cpu") else "fp32"
     ours, ours_median, n_bags = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs)
-    log(f"{dim}-d ours: {ours:.2f} s/epoch best of {epochs - 1} (median {ours_median:.2f}; {n_bags} training bags, "
-        "B = 64, incl. validation)")
+    log(f"{dim}-d ours (default precision = auto -> {default} here): {ours:.2f} s/epoch best of {epochs - 1} "
+        f"(median {ours_median:.2f}; {n_bags} training bags, B = 64, incl. validation)")
     ref, timed, total = reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed)
     log(f"{dim}-d reference: {ref:.2f} s/epoch (best of 10 chunks of {timed} timed bags, scaled to all {total} bags)")
     line = bench_line(f"train_epoch_{dim}d", 1.0 / ours, "epochs/s", 1.0 / ref, ref / ours)
-    bf16, bf16_median, _ = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs, precision="bf16")
-    log(f"{dim}-d ours with precision = bf16 (opt-in on the CPU): {bf16:.2f} s/epoch (median {bf16_median:.2f})")
-    line_bf16 = bench_line(f"train_epoch_{dim}d_bf16", 1.0 / bf16, "epochs/s", 1.0 / ref, ref / bf16)
-    return {"dim": dim, "ours_s": ours, "bf16_s": bf16, "ref_s": ref, "bags": total, "timed": timed,
-            "lines": [line, line_bf16]}
+    fp32, fp32_median, _ = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs, precision="fp32")
+    log(f"{dim}-d ours with precision = fp32: {fp32:.2f} s/epoch (median {fp32_median:.2f})")
+    line_fp32 = bench_line(f"train_epoch_{dim}d_fp32", 1.0 / fp32, "epochs/s", 1.0 / ref, ref / fp32)
+    return {"dim": dim, "ours_s": ours, "fp32_s": fp32, "default_precision": default, "ref_s": ref, "bags": total, "timed": timed,
+            "lines": [line, line_fp32]}
 
 
 def grid_pays(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
@@ -338,7 +341,7 @@ def main() -> None:
         r = speed(512, cache512, cohort512, work, epochs=4 if q else 6, n_timed=300 if q else 2000)
         lines += r["lines"]
         notes.append(f"- 512-d: {n512} patches, {r['bags']} training bags per epoch; ours {r['ours_s']:.2f} s/epoch "
-                     f"(best epoch, incl. validation; bf16 {r['bf16_s']:.2f}), reference {r['ref_s']:.1f} s/epoch (best "
+                     f"(best epoch, incl. validation, precision {r['default_precision']}; fp32 {r['fp32_s']:.2f}), reference {r['ref_s']:.1f} s/epoch (best "
                      f"of 10 chunks of {r['timed']} bags, scaled to the epoch).")
         g = grid_pays(cache512, cohort512, work, epochs=2 if q else 4)
         lines.append(g["line"])
@@ -367,7 +370,7 @@ def main() -> None:
             r = speed(25088, cache_big, cohort_big, work, epochs=3, n_timed=60 if q else 400)
             lines += r["lines"]
             notes.append(f"- 25,088-d: {n_big} patients, {n_patches_big} patches, {bytes_big / 2**30:.2f} GiB float16; "
-                         f"ours {r['ours_s']:.1f} s/epoch (bf16 {r['bf16_s']:.1f}), reference {r['ref_s']:.1f} s/epoch "
+                         f"ours {r['ours_s']:.1f} s/epoch (precision {r['default_precision']}; fp32 {r['fp32_s']:.1f}), reference {r['ref_s']:.1f} s/epoch "
                          f"(timed on {r['timed']} bags, scaled).")
             m = memory(25088, cache_big, cohort_big, work, bytes_big, epochs=1)
             lines.append(m["line"])

@@ -17,22 +17,11 @@ import numpy as np
 
 from balnmp_cache.errors import EncoderError
 from balnmp_cache.extract.config import ExtractConfig
+from balnmp_cache.hardware import bf16_is_native
 
 __all__ = ["BatchEncoder", "pick_device"]
 
 log = logging.getLogger(__name__)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is ~3x faster."""
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:
-        return any(bool(getattr(cpu, name)()) for name in checks if hasattr(cpu, name))
-    except RuntimeError:
-        return False
 
 
 def pick_device(requested: str) -> str:
@@ -72,7 +61,7 @@ class BatchEncoder:
         encoder = create_encoder(config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device)
         precision = config.precision
         if precision == "auto":
-            precision = "bf16" if device == "cuda" or cpu_has_native_bf16() else "fp32"
+            precision = "bf16" if bf16_is_native(device) else "fp32"
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         # channels_last is faster with oneDNN on the CPU too (about 1.3-1.7x for the encoders here,
         # benchmarks/RESULTS.md); the numbers stay fp32.

@@ -45,7 +45,7 @@ class TrainConfig(StageConfig):
     seed: int = Field(0, description="seed of initialisation, bag sampling and dropout")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training runs")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="forward-pass precision: 'auto' = bf16 autocast on a GPU, fp32 on the CPU; 'bf16' also on the CPU"
+        "auto", description="forward-pass precision: 'auto' = bf16 autocast where computed natively (GPU, CPUs with AVX512-BF16/AMX), else fp32"
     )
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads torch may use while training; default: torch's own setting")
 

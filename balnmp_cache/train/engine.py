@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from balnmp_cache.hardware import bf16_is_native
 from balnmp_cache.mil import MILHead
 from balnmp_cache.train.bags import BagSet, iter_batches
 
@@ -77,7 +78,7 @@ class FeatureSource:
             tensor = torch.from_numpy(features)
         self.device = device
         self.dim = int(features.shape[1])
-        bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(device.type))
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         if device.type == "cuda":
             try:

@@ -183,7 +183,8 @@ def train_group(
     results = []
     for cfg, fit, encoder, (bag_probs, attention) in zip(cfgs, fitted, encoders, outputs, strict=True):
         results.append(_write_run(cfg, data=data, eval_bags=shared.eval_bags, fit=fit, encoder=encoder, bag_probs=bag_probs,
-                                   attention=attention, seconds=seconds, group_size=len(cfgs), device=source.device))
+                                   attention=attention, seconds=seconds, group_size=len(cfgs), device=source.device,
+                                   precision=_resolved_precision(source)))
     return results
 
 
@@ -205,6 +206,7 @@ def _write_run(
     seconds: float,
     group_size: int,
     device: Any,
+    precision: str,
 ) -> TrainResult:
     """Write the run directory of one trained model (run.json last) and return its result."""
     from balnmp_cache import __version__
@@ -225,7 +227,7 @@ def _write_run(
         "classes": list(data.task.classes), "task": data.task.task, "task_name": data.task.name,
         "state_dict": {k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
         "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size,
-        "merge": cfg.merge, "precision": cfg.precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
+        "merge": cfg.merge, "precision": precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
     })
     curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]
     rundir.write_csv(run_dir / "curves.csv", curve_cols, ([rundir.cell(row[c]) for c in curve_cols] for row in fit.curves))
@@ -244,7 +246,7 @@ def _write_run(
         "bags_per_slide": cfg.bags_per_slide, "batch_bags": cfg.batch_bags, "optimizer": cfg.optimizer,
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "best_val_auc": fit.best_val_auc,
         "metrics": metrics, "seconds": round(seconds, 3), "train_seconds": round(fit.seconds, 3),
-        "group_size": group_size, "device": str(device), "precision": cfg.precision, "package_version": __version__,
+        "group_size": group_size, "device": str(device), "precision": precision, "package_version": __version__,
     })
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
              _fmt_auc(metrics.get("val", {}).get("auc")), _fmt_auc(metrics.get("test", {}).get("auc")))
@@ -263,3 +265,7 @@ def run_train(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> 
 
 def _fmt_auc(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
+
+
+def _resolved_precision(source: Any) -> str:
+    return "bf16" if getattr(source, "autocast_dtype", None) is not None else "fp32"
