@@ -154,7 +154,7 @@ def train(
     official_json: Annotated[Optional[Path], typer.Option(help="folder of the official *-type-<task>.json files")] = None,
     bags: Annotated[Optional[str], typer.Option(help="random | official")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on the CPU)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 (auto: bf16 training where native — GPU, AVX512-BF16/AMX CPU; evaluation is always fp32)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for training")] = None,
     out: Annotated[Optional[Path], typer.Option(help="run directory")] = None,
     config: ConfigOpt = None,

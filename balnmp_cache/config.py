@@ -11,6 +11,8 @@ directory, the way ``make`` targets run them from the repository root.
 
 from __future__ import annotations
 
+import os
+import threading
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,8 +37,10 @@ def _format_validation_error(err: ValidationError, source: str, model: type[Base
     lines = [f"invalid configuration in {source}:"]
     known = ", ".join(sorted(model.model_fields))
     for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        key = ".".join(str(part) for part in item["loc"])
+        if not key:
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{key}'; valid keys are: {known}")
         else:
             lines.append(f"  key '{key}': {item['msg']} (got {item.get('input')!r})")
@@ -97,7 +101,7 @@ def save_resolved(config: StageConfig, directory: Path, name: str = "config.toml
 
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per writer
     tmp.write_text(tomli_w.dumps(to_plain(config)), encoding="utf-8")
     tmp.replace(target)
     return target

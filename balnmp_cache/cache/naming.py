@@ -157,8 +157,8 @@ def check_slide_id(slide_id: str) -> str:
         bad = "it is longer than 200 bytes"
     if bad:
         raise CacheError(
-            f"slide id {slide_id!r} cannot name a cache file: {bad}; give the slide another id "
-            "(the slide_id column of a source manifest CSV)"
+            f"slide id {slide_id!r} cannot name a cache file: {bad}; rename the slide file "
+            "(the slide id is its name without suffix)"
         )
     return slide_id
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ def kfold_splits(labels: pd.Series, *, k: int, fold: int, seed: int, splits_file
             for i in test_idx:
                 folds[ids[i]] = f
         splits_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = splits_file.with_name(splits_file.name + ".tmp")
+        tmp = splits_file.with_name(f".{splits_file.name}.{os.getpid()}.tmp")
         with tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["patient_id", "fold"])

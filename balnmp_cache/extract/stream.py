@@ -10,7 +10,6 @@ including across slide boundaries.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -37,7 +36,7 @@ from balnmp_cache.slides import (
     plan_resolution,
     region_candidates,
     tissue_candidates,
-    white_ratio,
+    passes_white_filter,
 )
 
 __all__ = ["PatchBatch", "PatchStream", "SlideDone", "SlideFailed", "SlideInfo"]
@@ -99,7 +98,7 @@ def _resize(patches: np.ndarray, px: int) -> np.ndarray:
 
 def _keep_mask(patches: np.ndarray, config: ExtractConfig) -> np.ndarray:
     if config.patch_filter == "white_ratio":
-        return white_ratio(patches) < config.white_ratio_max
+        return passes_white_filter(patches, white_ratio_max=config.white_ratio_max)
     return background_ratio(patches) < config.background_max
 
 
@@ -122,6 +121,7 @@ class PatchStream:
         self._jobs: queue.Queue[SlideJob | None] = queue.Queue()
         self._items: queue.Queue[_Item | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
         self._stop = threading.Event()
+        _preload_readers()  # cuCIM's import mutes fds 1/2 briefly: do it before other threads log
         self._thread = threading.Thread(target=self._run, name="balnmp-reader", daemon=True)
         self._thread.start()
 
@@ -298,20 +298,29 @@ class PatchStream:
         return item
 
 
-def _region_origins(job: SlideJob) -> dict[int, tuple[int, int]] | None:
-    """Region id -> level-0 (min_x, min_y) from ``<root>/WSIs/<pid>.json`` of a BCNB download, if present."""
-    annotation = job.path.parent.parent / "WSIs" / f"{job.slide_id}.json"
-    if not annotation.is_file():
-        return None
-    try:
-        data = json.loads(annotation.read_text(encoding="utf-8"))
-        regions = data["positive"]
-        # The bbox origin of the official crop, with vertices clipped into the image as the tiler does
-        # (upstream issue #6: a negative origin made the official crop wrap or come out empty).
-        return {
-            i: (max(0, round(min(v[0] for v in r["vertices"]))), max(0, round(min(v[1] for v in r["vertices"]))))
-            for i, r in enumerate(regions)
-        }
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise SlideError(f"cannot read region origins from {annotation}: {err}") from err
+def _preload_readers() -> None:
+    from balnmp_cache.slides.backends import import_cucim
 
+    try:
+        import_cucim()
+    except ImportError:
+        pass  # cuCIM is optional at run time; open_slide falls back to the other readers
+
+
+def _region_origins(job: SlideJob) -> dict[int, tuple[int, int]] | None:
+    """Region id -> level-0 corner of each polygon's official crop, from the BCNB ``WSIs/<pid>.json``.
+
+    Looked up beside the patches folder's parent (``<root>/patches`` + ``<root>/WSIs``) and one level
+    higher (``<root>/paper_patches/patches``). The corner is the minimum of the polygon's vertices,
+    clamped at 0 (upstream issue #6), which is also the origin the tiler uses (``Region.origin``).
+    """
+    patches_dir = job.path.parent
+    candidates = [patches_dir.parent / "WSIs" / f"{job.slide_id}.json", patches_dir.parent.parent / "WSIs" / f"{job.slide_id}.json"]
+    annotation = next((c for c in candidates if c.is_file()), None)
+    if annotation is None:
+        return None
+    origins = {}
+    for region in load_regions(annotation):
+        corner = np.maximum(np.rint(region.vertices).min(axis=0), 0).astype(np.int64)
+        origins[region.region_id] = (int(corner[0]), int(corner[1]))
+    return origins

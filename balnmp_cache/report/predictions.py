@@ -281,6 +281,25 @@ def _resolve(path: Path) -> Path:
     return path
 
 
+def _refuse_unfinished(csv_path: Path) -> None:
+    """A trained run's folder (it has ``checkpoint.pt``) must say it finished, else its files may be stale."""
+    folder = csv_path.parent
+    if not (folder / "checkpoint.pt").is_file():
+        return  # a bare predictions.csv from elsewhere
+    run_json = folder / "run.json"
+    complete = False
+    if run_json.is_file():
+        try:
+            complete = json.loads(run_json.read_text(encoding="utf-8")).get("complete") is True
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            complete = False
+    if not complete:
+        raise ReportInputError(
+            f"run {folder} is unfinished (no run.json marking it complete): its predictions.csv may be from an "
+            "earlier or interrupted run; train it again, or pass a finished run"
+        )
+
+
 def load_predictions(path: Path, *, name: str | None = None) -> RunPredictions:
     """Read and validate one run.
 
@@ -293,6 +312,7 @@ def load_predictions(path: Path, *, name: str | None = None) -> RunPredictions:
         ReportInputError: the file is missing or invalid; the message names the file and the rows.
     """
     csv_path = _resolve(path)
+    _refuse_unfinished(csv_path)
     frame, n_classes = _validate(csv_path, _read_table(csv_path))
     info = _read_run_json(csv_path.parent / "run.json", n_classes)
     run_name = name or csv_path.resolve().parent.name

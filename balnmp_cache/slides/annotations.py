@@ -38,11 +38,15 @@ class Region:
         region_id: index in the file's ``positive`` list (BCNB) or polygon index (GeoJSON).
         name: the annotation's name (BCNB ``name``; GeoJSON ``properties.name`` or its class name).
         vertices: (K, 2) float64 level-0 x, y.
+        origin: level-0 corner of the official bbox crop when it differs from ``vertices.min(0)``:
+            :func:`clip_regions` keeps the corner of the *unclipped* polygon (clamped into the image),
+            so a polygon running past the right or bottom border keeps the official grid and keys.
     """
 
     region_id: int
     name: str
     vertices: np.ndarray
+    origin: tuple[int, int] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):
@@ -51,6 +55,7 @@ class Region:
             self.region_id == other.region_id
             and self.name == other.name
             and np.array_equal(self.vertices, other.vertices)
+            and self.origin == other.origin
         )
 
 
@@ -226,7 +231,11 @@ def clip_regions(regions: list[Region], *, width: int, height: int) -> tuple[lis
             warnings.append(
                 f"{label}: {int(outside.sum())} of {len(outside)} vertices outside the {width}x{height} image; clipped"
             )
-        kept.append(Region(region.region_id, region.name, vertices))
+        origin = None
+        if outside.any():
+            raw = np.rint(region.vertices).min(axis=0)
+            origin = (int(min(max(raw[0], 0), width)), int(min(max(raw[1], 0), height)))
+        kept.append(Region(region.region_id, region.name, vertices, origin))
     return kept, warnings
 
 

@@ -99,13 +99,20 @@ def _is_dicom_folder(folder: Path) -> bool:
     return any(folder.glob("*.dcm"))
 
 
+# Whole-slide formats no installed reader opens: listed as slides so that each gets a manifest row
+# saying so, instead of vanishing from the run.
+UNSUPPORTED_SLIDE_SUFFIXES = (".czi", ".vsi", ".isyntax", ".scn", ".svslide", ".bif", ".qptiff", ".kfb", ".sdpc")
+
+
 def _folder_of_slides(folder: Path) -> list[SlideJob]:
     jobs = []
     for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue  # hidden files: macOS AppleDouble "._x.jpg", editors' temporaries
         if child.is_dir():
             if _is_dicom_folder(child):
                 jobs.append(_slide_job(child))
-        elif slide_suffix(child) in BACKENDS_BY_SUFFIX:
+        elif slide_suffix(child) in BACKENDS_BY_SUFFIX or slide_suffix(child) in UNSUPPORTED_SLIDE_SUFFIXES:
             jobs.append(_slide_job(child))
     if not jobs:
         raise ConfigError(
@@ -199,7 +206,8 @@ def _resolve_one(source: Path, prefer: str) -> list[SlideJob]:
     if source.is_file():
         if source.suffix.lower() == ".csv":
             return _manifest(source)
-        if slide_suffix(source) in BACKENDS_BY_SUFFIX and source.suffix.lower() != ".dcm":
+        known = slide_suffix(source) in BACKENDS_BY_SUFFIX or slide_suffix(source) in UNSUPPORTED_SLIDE_SUFFIXES
+        if known and source.suffix.lower() != ".dcm":
             return [_slide_job(source)]
         if source.suffix.lower() == ".dcm":
             return [_slide_job(source.parent)]

@@ -173,7 +173,8 @@ def region_candidates(
     mask_bits: list[np.ndarray] = []
     for region in regions:
         vertices = np.rint(region.vertices).astype(np.int64)
-        min_x, min_y = vertices.min(axis=0)
+        # the official crop's corner: that of the unclipped polygon (clamped), see Region.origin
+        min_x, min_y = region.origin if region.origin is not None else vertices.min(axis=0)
         max_x, max_y = vertices.max(axis=0)
         crop_w, crop_h = int(max_x - min_x), int(max_y - min_y)
         if crop_w <= 0 or crop_h <= 0:

@@ -42,6 +42,7 @@ class TrainConfig(StageConfig):
     folds: int = Field(5, ge=2, description="k of k-fold")
     fold: int = Field(0, ge=0, description="which fold is the test set")
     splits_file: Path | None = Field(None, description="k-fold assignment file, written once and reused")
+    split_seed: int = Field(0, description="seed of the k-fold assignment (independent of the training seed)")
     seed: int = Field(0, description="seed of initialisation, bag sampling and dropout")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training runs")
     precision: Literal["auto", "fp32", "bf16"] = Field(

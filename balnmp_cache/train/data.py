@@ -176,11 +176,12 @@ def prepare_task_data(cfg: TrainConfig, cache: FeatureCache, cohort: Cohort) -> 
             f"({task.name}):\n{format_rows(problems, limit=30)}"
         )
     if cfg.splits_file is None and cfg.split == "kfold":
-        splits_file = Path(cfg.out).parent / f"splits-task{cfg.task}-k{cfg.folds}-seed{cfg.seed}.csv"
+        # not keyed by the training seed: every seed of an ablation must see the same patients
+        splits_file = Path(cfg.out).parent / f"splits-task{cfg.task}-k{cfg.folds}-splitseed{cfg.split_seed}.csv"
     else:
         splits_file = cfg.splits_file
     assignment = resolve_splits(
-        cohort.table, labels, scheme=cfg.split, official=official, k=cfg.folds, fold=cfg.fold, seed=cfg.seed,
+        cohort.table, labels, scheme=cfg.split, official=official, k=cfg.folds, fold=cfg.fold, seed=cfg.split_seed,
         splits_file=splits_file,
     )
     patient_ids = sorted(assignment, key=natural_key)

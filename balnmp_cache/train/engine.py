@@ -148,7 +148,7 @@ def batch_inputs(
 
 
 def autocast(source: FeatureSource) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast of the forward pass when the source's precision asks for it, else nothing."""
+    """bf16 autocast of the training forward pass when the source's precision asks for it, else nothing."""
     if source.autocast_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(source.device.type, dtype=source.autocast_dtype)
@@ -211,7 +211,7 @@ def evaluate(
     *,
     attention: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Eval-mode bag probabilities (B, C) and, on request, attention (B, N) of each head."""
+    """Eval-mode bag probabilities (B, C) and, on request, attention (B, N) of each head, in float32."""
     n_bags, width = bags.rows.shape
     out_probs = [np.zeros((n_bags, h.n_classes), dtype=np.float32) for h in heads]
     out_att = [np.zeros((n_bags, width), dtype=np.float32) if attention else None for _ in heads]
@@ -224,8 +224,10 @@ def evaluate(
             gathered: dict[str, Any] = {}
             for i, (head, clinical) in enumerate(zip(heads, clinicals, strict=True)):
                 x, mask, clin = batch_inputs(source, head, clinical, batch, gathered)
-                with autocast(source):
-                    logits, att = head(x, mask, clin)
+                # Always fp32 here, whatever the training precision: bf16 logits would quantise the
+                # scores into artificial ties that bias AUCs and DeLong tests. Evaluation is forward-only
+                # and cheap next to training.
+                logits, att = head(x, mask, clin)
                 out_probs[i][start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
                 if attention:
                     out_att[i][start:stop, : att.shape[1]] = att.float().cpu().numpy()  # type: ignore[index]

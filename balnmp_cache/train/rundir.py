@@ -78,10 +78,12 @@ def cell(value: Any) -> str:
 
 
 def start_run(run_dir: Path) -> None:
-    """Mark ``run_dir`` as unfinished (its ``run.json`` is removed until the run completes)."""
+    """Mark ``run_dir`` as unfinished: ``run.json`` and the outputs of an earlier run are removed until it completes."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_JSON).unlink(missing_ok=True)
+    (run_dir / RUN_JSON).unlink(missing_ok=True)  # first: without it the folder reads as unfinished
+    for name in (PREDICTIONS, "attention.csv", "curves.csv"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -133,3 +133,17 @@ def test_runs_of_different_tasks_are_not_comparable(tmp_path):
     (a.parent / "run.json").write_text(json.dumps({"task": 0}))
     (b.parent / "run.json").write_text(json.dumps({"task": 3}))
     assert not comparable(load_predictions(a), load_predictions(b))
+
+
+def test_an_unfinished_training_run_is_refused(tmp_path):
+    from balnmp_cache.report.predictions import load_predictions
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.csv").write_text("patient_id,split,label,n_bags,p_0,p_1\n1,test,0,1,0.9,0.1\n2,test,1,1,0.2,0.8\n")
+    assert load_predictions(run).name == "run"  # a bare predictions.csv folder is fine
+    (run / "checkpoint.pt").write_bytes(b"")  # a trained run's folder ...
+    with pytest.raises(ReportInputError, match="unfinished"):  # ... without a complete run.json
+        load_predictions(run)
+    (run / "run.json").write_text('{"complete": true}')
+    assert load_predictions(run).n_classes == 2

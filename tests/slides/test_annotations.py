@@ -118,3 +118,17 @@ def test_find_annotation_beside_the_slide_even_in_a_jpg_folder(tmp_path: Path) -
     (folder / "6.ome.tif").write_bytes(b"")
     (folder / "6.json").write_text("{}")
     assert find_annotation(folder / "6.ome.tif") == folder / "6.json"
+
+
+def test_clipping_keeps_the_official_crop_corner_of_a_polygon_past_the_bottom_border():
+    from balnmp_cache.slides import region_candidates
+
+    # the vertex (50, 1500) lies below a 1000 x 1000 image; clipping moves the polygon's min x to ~68,
+    # but the official crop (and so the patch keys) start at the unclipped corner x = 50
+    region = Region(0, "A", np.array([[300.0, 100.0], [900.0, 150.0], [50.0, 1500.0]]))
+    (clipped,), warnings = clip_regions([region], width=1000, height=1000)
+    assert warnings and clipped.vertices[:, 0].min() > 50
+    assert clipped.origin == (50, 100)
+    cands = region_candidates([clipped], slide_id="7", patch_px=256, patch_level0_px=256, read_level=0, read_px=256)
+    assert all((x - 50) % 256 == 0 and (y - 100) % 256 == 0 for x, y in cands.level0_xy.tolist())
+    assert all(k.startswith("patches/7/7_0_") for k in cands.patch_key)
