@@ -41,12 +41,21 @@ train: install $(if $(CONFIG),,extract)
 	$(CLI) train --config $(or $(CONFIG),stages/train.toml)
 
 # The three variants the demo report compares: image only, image + clinical, clinical only.
-demo-runs: install extract
-	$(CLI) train --config stages/train.toml --no-clinical --out $(DEMO_RUNS)/image
-	$(CLI) train --config stages/train.toml --clinical --out $(DEMO_RUNS)/image_clinical
-	$(CLI) train --config stages/train.toml --head clinical_only --clinical --out $(DEMO_RUNS)/clinical_only
+RUN_FLAGS_image := --no-clinical
+RUN_FLAGS_image_clinical := --clinical
+RUN_FLAGS_clinical_only := --head clinical_only --clinical
+DEMO_RUN_JSON := $(foreach run,image image_clinical clinical_only,$(DEMO_RUNS)/$(run)/run.json)
 
-report: install $(if $(CONFIG),,demo-runs)
+# `make demo` always retrains them (seconds each) ...
+demo-runs: install extract
+	rm -f $(DEMO_RUN_JSON)
+	$(MAKE) --no-print-directory $(DEMO_RUN_JSON)
+
+# ... while `make report` trains only the runs that are missing.
+$(DEMO_RUNS)/%/run.json: | install extract
+	$(CLI) train --config stages/train.toml $(RUN_FLAGS_$*) --out $(DEMO_RUNS)/$*
+
+report: install $(if $(CONFIG),,$(DEMO_RUN_JSON))
 	$(CLI) report --config $(or $(CONFIG),stages/report.toml)
 
 demo: install demo-data extract demo-runs

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from balnmp_cache.errors import BalnmpError
@@ -120,7 +121,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except BalnmpError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         logging.getLogger("balnmp_cache").debug("error details", exc_info=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -36,11 +36,12 @@ def extract_summary(result: Any) -> Group:
         )
     if len(rows) > len(shown):
         table.caption = f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv"
-    rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
+    rate = result.n_patches / result.seconds if result.seconds else 0.0
+    busy = f", {result.n_busy} left to another extract process" if result.n_busy else ""
     totals = Text(
-        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, {result.n_failed} failed; "
-        f"{result.n_patches} patches in {result.seconds:.1f} s "
-        f"(read {result.read_seconds:.1f} s, encode {result.compute_seconds:.1f} s, {rate:.1f} patches/s encoding)",
+        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, {result.n_failed} failed{busy}; "
+        f"{result.n_patches} patches in {result.seconds:.1f} s = {rate:.1f} patches/s end to end "
+        f"(reading {result.read_seconds:.1f} s on the reader thread, overlapped with encoding {result.compute_seconds:.1f} s)",
         style="bold red" if result.exit_code else "bold",
     )
     return Group(table, totals)

@@ -102,6 +102,8 @@ def extract(
     prefer: Annotated[Optional[str], typer.Option(help="jpeg | pyramidal: which slides of a BCNB root to read")] = None,
     patch_filter: Annotated[Optional[str], typer.Option(help="white_ratio (official) | background")] = None,
     white_ratio_max: Annotated[Optional[float], typer.Option(help="drop a patch whose white ratio is >= this (0.3)")] = None,
+    background_max: Annotated[Optional[float], typer.Option(help="with --patch-filter background: drop a patch whose background share is >= this")] = None,
+    min_tissue: Annotated[Optional[float], typer.Option(help="tissue share a patch needs when a slide has no annotation")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed of --weights random")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native: GPU, AVX512-BF16/AMX CPU) | fp32 | bf16 | fp16")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="patches per encoder batch")] = None,
@@ -127,7 +129,7 @@ def extract(
                 sources=sources, out=out, encoder=encoder, mode=mode, weights=weights, patch_px=patch_px,
                 target_mpp=target_mpp, magnification=magnification, slide_mpp=slide_mpp, format=format, dtype=dtype,
                 skip_errors=skip_errors, force=force, prefer=prefer, patch_filter=patch_filter,
-                white_ratio_max=white_ratio_max, seed=seed, precision=precision, batch_size=batch_size,
+                white_ratio_max=white_ratio_max, background_max=background_max, min_tissue=min_tissue, seed=seed, precision=precision, batch_size=batch_size,
                 num_workers=num_workers, device=device,
             ),
         )
@@ -199,9 +201,12 @@ def ablate(
     ui.setup_logging(verbose=verbose)
 
     def body() -> None:
+        from balnmp_cache.config import load_config
         from balnmp_cache.train import run_ablation
+        from balnmp_cache.train.ablate import AblationGrid
 
-        with ui.RichProgress() as progress:
+        log_dir = out if out is not None else load_config(AblationGrid, grid).out
+        with ui.log_to_file(Path(log_dir) / "ablate.log"), ui.RichProgress() as progress:
             result = run_ablation(grid, out=out, progress=progress)
         ui.stdout.print(ui_tables.ablation_summary(result))
 
@@ -222,6 +227,8 @@ def report(
     ui.setup_logging(verbose=verbose)
 
     def body() -> None:
+        from rich.markup import escape
+
         from balnmp_cache.config import load_config
         from balnmp_cache.report import ReportConfig, run_report
 
@@ -230,7 +237,7 @@ def report(
             result = run_report(cfg.paths, config=cfg, progress=progress)
         ui.stdout.print(result.console_table())
         for warning in result.warnings:
-            ui.stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+            ui.stdout.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         ui.stdout.print(f"report written to {cfg.out}", highlight=False)
 
     ui.run_guarded(body)
@@ -254,7 +261,7 @@ def predict(
     def body() -> None:
         from balnmp_cache.train import run_predict
 
-        with ui.RichProgress() as progress:
+        with ui.log_to_file((out if out is not None else run_dir / "predict") / "predict.log"), ui.RichProgress() as progress:
             result = run_predict(run_dir, sources, cohort=cohort, top_k=top_k, out=out, progress=progress)
         ui.stdout.print(ui_tables.predict_summary(result))
 

@@ -165,6 +165,9 @@ def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         raise CacheError(f"cache directory {cache_dir} does not exist; pass the folder that extract wrote")
+    from balnmp_cache.cache.load import resolve_cache_dir
+
+    cache_dir = resolve_cache_dir(cache_dir)  # the --out root of extract holding one cache works too
     problems: list[Problem] = []
     key = _directory_key(cache_dir, problems)
     try:

@@ -41,9 +41,11 @@ from balnmp_cache.cache import (
 )
 from balnmp_cache.cache.locks import slide_lock_path, try_lock
 from balnmp_cache.config import save_resolved
-from balnmp_cache.errors import ConfigError, SlideError
+from balnmp_cache.cache.naming import check_slide_id
+from balnmp_cache.errors import BalnmpError, CacheError, ConfigError, SlideError
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.encode import BatchEncoder
+from balnmp_cache.extract.fingerprint import source_fingerprint
 from balnmp_cache.extract.stream import PatchBatch, PatchStream, SlideDone, SlideFailed
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.slides import SlideJob, resolve_sources
@@ -174,21 +176,17 @@ def _resolve_jobs(config: ExtractConfig) -> list[SlideJob]:
     return jobs
 
 
-def _recover_rows(cache_dir: Path, jobs: list[SlideJob], done: list[SlideJob]) -> list[ManifestRow]:
+def _recover_rows(cache_dir: Path, done: list[SlideJob], format: str) -> list[ManifestRow]:
     """Manifest rows for complete files whose row was lost (a crash between rename and manifest update)."""
-    from balnmp_cache.cache import read_slide
+    from balnmp_cache.cache.slide import read_header
 
     have = {row.slide_id for row in read_manifest(cache_dir) if row.status == "ok"}
     rows = []
     for job in done:
         if job.slide_id not in have:
-            sf = read_slide(slide_path(cache_dir, job.slide_id, _format_of(cache_dir, job)))
-            rows.append(ManifestRow(slide_id=job.slide_id, patient_id=job.patient_id, source=str(job.path), status="ok", n_patches=sf.n_patches))
+            n = int(read_header(slide_path(cache_dir, job.slide_id, format)).attrs["n_patches"])
+            rows.append(ManifestRow(slide_id=job.slide_id, patient_id=job.patient_id, source=str(job.path), status="ok", n_patches=n))
     return rows
-
-
-def _format_of(cache_dir: Path, job: SlideJob) -> str:
-    return "zarr" if slide_path(cache_dir, job.slide_id, "zarr").exists() else "hdf5"
 
 
 def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = None) -> ExtractResult:
@@ -216,13 +214,21 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     todo: list[SlideJob] = []
     complete: list[SlideJob] = []
     for job in jobs:
-        target = slide_path(cache_dir, job.slide_id, config.format)
-        if not config.force and is_complete(target, cache_key=key):
+        try:
+            check_slide_id(job.slide_id)
+        except CacheError as err:
+            row = ManifestRow(slide_id=job.slide_id or "(empty)", patient_id=job.patient_id, source=str(job.path),
+                              status="failed", reason=str(err))
+            result.rows.append(row)
+            result.n_failed += 1
+            log.error("%s", err)
+            continue
+        if _is_done(cache_dir, job, config, key):
             complete.append(job)
         else:
             todo.append(job)
     result.n_skipped = len(complete)
-    recovered = _recover_rows(cache_dir, jobs, complete)
+    recovered = _recover_rows(cache_dir, complete, config.format)
     if recovered:
         update_manifest(cache_dir, recovered)
     emit(progress, "start", "slides", total=len(jobs))
@@ -243,7 +249,7 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
                 log.info("%s is being extracted by another process; leaving it to that process", job.slide_id)
                 emit(progress, "advance", "slides", steps=1)
                 continue
-            if not config.force and is_complete(slide_path(cache_dir, job.slide_id, config.format), cache_key=key):
+            if _is_done(cache_dir, job, config, key):
                 lock.release()  # finished by another process since the first check
                 result.n_skipped += 1
                 emit(progress, "advance", "slides", steps=1)
@@ -257,11 +263,11 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
             job, lock = pending[0]
             try:
                 row = _extract_one(job, stream, encoder, cache_dir, config, common, result)
+                update_manifest(cache_dir, [row])  # while the slide is still ours: no stale row can win
             finally:
                 lock.release()
                 pending.popleft()
             result.rows.append(row)
-            update_manifest(cache_dir, [row])
             setattr(result, f"n_{row.status}", getattr(result, f"n_{row.status}") + 1)
             rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
             emit(
@@ -289,6 +295,25 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     return result
 
 
+def _is_done(cache_dir: Path, job: SlideJob, config: ExtractConfig, key: str) -> bool:
+    """Complete with this key and computed from the same input; a changed input is redone with a warning."""
+    from balnmp_cache.cache.slide import read_header
+
+    if config.force:
+        return False
+    path = slide_path(cache_dir, job.slide_id, config.format)
+    if not is_complete(path, cache_key=key):
+        return False
+    stored = read_header(path).attrs.get("source_fingerprint")
+    if stored == source_fingerprint(job):
+        return True
+    log.warning(
+        "%s: the cached features came from another input (%s); extracting again from %s",
+        job.slide_id, read_header(path).attrs.get("source_path", "unknown"), job.path,
+    )
+    return False
+
+
 def _n_patches(cache_dir: Path, job: SlideJob, format: str) -> int:
     from balnmp_cache.cache.slide import read_header
 
@@ -309,6 +334,8 @@ def _extract_one(
     """Consume ``job``'s items from the stream, encode them, write the slide; return its manifest row."""
     buffer = _SlideBuffer(job)
     base = dict(slide_id=job.slide_id, patient_id=job.patient_id, source=str(job.path))
+    stored = np.float16 if config.dtype == "float16" else np.float32
+    encode_error: str | None = None
     while True:
         item = stream.get()
         if item.job.slide_id != job.slide_id:  # the stream serves slides in the order submitted
@@ -320,11 +347,19 @@ def _extract_one(
             result.read_seconds += item.info.setup_seconds
             break
         result.read_seconds += item.read_seconds
-        if len(item.patches):
+        if len(item.patches) and encode_error is None:
             t0 = time.perf_counter()
-            buffer.add(item, encoder(item.patches))
+            try:
+                # cast on arrival: a slide's buffer holds stored-dtype bytes, not float32 ones
+                buffer.add(item, encoder(item.patches).astype(stored, copy=False))
+            except (RuntimeError, ValueError, MemoryError) as err:  # keep draining this slide's items
+                encode_error = f"encoding failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                log.debug("encoding %s failed", job.slide_id, exc_info=True)
             result.compute_seconds += time.perf_counter() - t0
     seconds = time.perf_counter() - buffer.started
+    if encode_error is not None:
+        log.error("%s failed: %s", job.slide_id, encode_error)
+        return ManifestRow(**base, status="failed", reason=encode_error, seconds=seconds)
     if buffer.n_patches == 0:
         rule = (
             f"white ratio < {config.white_ratio_max:g}" if config.patch_filter == "white_ratio" else f"background < {config.background_max:g}"
@@ -336,7 +371,10 @@ def _extract_one(
             reason += f"; {item.info.notes[0]}"
         log.warning("%s: %s", job.slide_id, reason)
         return ManifestRow(**base, status="empty", reason=reason, seconds=seconds)
-    attrs = {**common, **item.info.attrs, "patient_id": job.patient_id, "source_path": str(job.path)}
+    attrs = {
+        **common, **item.info.attrs, "patient_id": job.patient_id, "source_path": str(job.path),
+        "source_fingerprint": source_fingerprint(job),
+    }
     if item.info.notes:
         attrs["notes"] = "; ".join(item.info.notes)
     sf = SlideFeatures(
@@ -347,7 +385,12 @@ def _extract_one(
         patch_key=np.array(buffer.patch_key, dtype=object),
         attrs=attrs,
     )
-    write_slide(cache_dir, sf, format=config.format, dtype=config.dtype)
+    try:
+        write_slide(cache_dir, sf, format=config.format, dtype=config.dtype)
+    except (BalnmpError, OSError) as err:  # e.g. NaN/inf features, a full disk: this slide fails alone
+        reason = f"writing failed: {str(err).splitlines()[0]}"
+        log.error("%s failed: %s", job.slide_id, reason)
+        return ManifestRow(**base, status="failed", reason=reason, seconds=time.perf_counter() - buffer.started)
     result.n_patches += sf.n_patches
     seconds = time.perf_counter() - buffer.started
     log.info("%s: %d patches in %.1f s", job.slide_id, sf.n_patches, seconds)

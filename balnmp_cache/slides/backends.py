@@ -343,14 +343,17 @@ class PilReader(_BaseReader):
 
         if self.path.suffix.lower() in {".tif", ".tiff"}:
             _require_plain_tiff(self.path)
-        # Whole-slide JPEGs exceed PIL's decompression-bomb limit by design.
-        Image.MAX_IMAGE_PIXELS = None
-        with Image.open(self.path) as image:
-            image.load()
-            if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-                array = as_rgb(np.asarray(image.convert("RGBA")))
-            else:
-                array = np.asarray(image.convert("RGB"))
+        # Whole-slide JPEGs exceed PIL's decompression-bomb limit by design: lift it for this file only.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(self.path) as image:
+                image.load()
+                if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+                    array = as_rgb(np.asarray(image.convert("RGBA")))
+                else:
+                    array = np.asarray(image.convert("RGB"))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
         self._array = array  # (H, W, 3) uint8
         self.level_dimensions = ((int(array.shape[1]), int(array.shape[0])),)
         self.level_downsamples = (1.0,)

@@ -26,6 +26,7 @@ __all__ = ["ResolutionPlan", "plan_resolution"]
 
 # Targets up to 10 % finer than the scan are read at level 0 and upsampled slightly; finer is refused.
 _UPSAMPLE_TOLERANCE = 0.9
+_NATIVE_TOLERANCE = 0.01  # a target within 1% of the scan's resolution reads at native resolution
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def plan_resolution(
             f"magnification {magnification:g}x asked for but {name} has neither MPP nor objective power "
             "metadata; pass --slide-mpp"
         )
+    if abs(downsample - 1.0) < _NATIVE_TOLERANCE:
+        downsample = 1.0  # e.g. --magnification 20 on a 0.499 um/px "20x" scan: read natively, no resampling
     if downsample < _UPSAMPLE_TOLERANCE:
         wanted = f"target MPP {target_mpp:g}" if target_mpp is not None else f"magnification {magnification:g}x"
         raise SlideError(

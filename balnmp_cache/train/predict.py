@@ -5,7 +5,8 @@ way the run's training cache was) or slides, folders and BCNB roots, which are f
 with the run's encoder settings (the training cache's ``config.toml``) into ``<out>/cache``.
 Every patient is scored on its evaluation bags (``max(1, floor(n / N))`` bags of the run's N,
 drawn from the patient's own patches with a generator of the patient id) and the bag probabilities
-are merged as in training, so a patient gets the probabilities it got in training.
+are merged as in training, so a patient gets the probabilities it got in training (for runs trained
+with `bags = "random"`; runs on the official fixed bags were evaluated on those, which new slides lack).
 """
 
 from __future__ import annotations
@@ -191,6 +192,11 @@ def run_predict(
     patient_ids = sorted(set(cache.patient_ids), key=natural_key)
     clinical = _clinical(ckpt, cohort, patient_ids)
     rows = patient_rows(cache, patient_ids)
+    if ckpt.get("bags") == "official":
+        log.warning(
+            "this run was trained and evaluated on the official fixed bags; predictions use the standard "
+            "evaluation bags (all floor(n/N) disjoint bags per patient), so they can differ from the run's own"
+        )
     bags = eval_bags(rows, patient_ids, bag_size=int(ckpt["bag_size"]))
     emit(progress, "start", "predict", total=len(patient_ids))
     device = resolve_device("auto")

@@ -226,7 +226,7 @@ def _write_run(
         "in_dim": fit.head.in_dim, "n_classes": fit.head.n_classes, "clinical_dim": fit.head.clinical_dim,
         "classes": list(data.task.classes), "task": data.task.task, "task_name": data.task.name,
         "state_dict": {k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
-        "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size,
+        "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size, "bags": cfg.bags,
         "merge": cfg.merge, "precision": precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
     })
     curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]

@@ -140,7 +140,7 @@ def test_bad_slides_fail_alone_with_a_reason(small_cohort, tmp_path):
     assert rows["truncated"].status == "failed" and rows["truncated"].reason
     assert rows["notaslide"].status == "failed" and rows["notaslide"].reason
     assert rows["outside"].status == "failed" and "outside" in rows["outside"].reason
-    assert rows["tiny"].status == "empty" and "0 of" in rows["tiny"].reason or "no candidate" in rows["tiny"].reason
+    assert rows["tiny"].status == "empty" and ("0 of" in rows["tiny"].reason or "no candidate" in rows["tiny"].reason)
     assert all("\n" not in r.reason for r in rows.values())
     assert result.exit_code == 1 and (result.n_ok, result.n_failed, result.n_empty) == (1, 3, 1)
     assert sorted(p.name for p in result.cache_dir.glob("*.h5")) == ["1.h5"]
@@ -198,3 +198,30 @@ def test_precision_is_recorded_and_part_of_the_key(small_cohort, tmp_path):
     fa, fb = a.features.astype(np.float32), b.features.astype(np.float32)
     cosine = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
     assert cosine.min() > 0.99
+
+
+def test_a_changed_input_under_the_same_slide_id_is_extracted_again(small_cohort, tmp_path, caplog):
+    first = run_extract(config([small_cohort / "WSIs" / "1.jpg"], tmp_path / "cache"))
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(small_cohort / "WSIs" / "2.jpg", other / "1.jpg")  # another image, same id, no annotation
+    again = run_extract(config([other / "1.jpg"], tmp_path / "cache"))
+    assert again.cache_dir == first.cache_dir and again.n_skipped == 0 and again.n_ok == 1
+    assert "extracting again" in caplog.text
+    sf = read_slide(again.cache_dir / "1.h5")
+    assert sf.attrs["source_path"] == str(other / "1.jpg") and (sf.region_id == -1).all()
+    assert run_extract(config([other / "1.jpg"], tmp_path / "cache")).n_skipped == 1  # unchanged: reused
+
+
+def test_hidden_files_are_ignored_and_unsupported_formats_get_a_row(small_cohort, tmp_path):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(small_cohort / "WSIs" / "2.jpg", folder / "2.jpg")
+    shutil.copy(small_cohort / "WSIs" / "2.json", folder / "2.json")
+    (folder / "._2.jpg").write_bytes(b"AppleDouble")
+    (folder / "scan.czi").write_bytes(b"ZISRAWFILE")
+    result = run_extract(config([folder], tmp_path / "cache"))
+    rows = {r.slide_id: r for r in read_manifest(result.cache_dir)}
+    assert set(rows) == {"2", "scan"}
+    assert rows["2"].status == "ok"
+    assert rows["scan"].status == "failed" and "unsupported" in rows["scan"].reason

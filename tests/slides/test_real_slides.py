@@ -139,3 +139,12 @@ def test_balnmp_sample_crops_reproduce_the_published_patch_counts(crop: str, exp
     assert len(candidates) == -(-width // 256) * -(-height // 256)
     assert all(key.startswith(f"patches/{pid}/{pid}_0_") for key in candidates.patch_key)
     assert int(passes_white_filter(patches, white_ratio_max=0.3).sum()) == expected
+
+
+def test_magnification_of_the_scan_reads_natively():
+    from balnmp_cache.slides import open_slide, plan_resolution
+
+    svs = shared_file("wsi/aperio_svs/CMU-1-Small-Region.svs")
+    with open_slide(svs) as reader:
+        plan = plan_resolution(reader, patch_px=256, magnification=20)  # the scan is 20x at 0.499 um/px
+    assert (plan.patch_level0_px, plan.read_px, plan.downsample) == (256, 256, 1.0)
