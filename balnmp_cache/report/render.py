@@ -213,7 +213,12 @@ def to_html(document: Document) -> str:
                 parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block.rows]
                 parts.append("</tbody></table>")
                 if block.note:
-                    parts.append(f'<p class="note">{esc(block.note)}</p>')
+                    if len(block.note) > 600:  # long lists of per-row notes fold away under the table
+                        head, _, rest = block.note.partition("Notes: ")
+                        summary = f"{head}Notes ({rest.count(' | ') + 1})" if rest else "Notes"
+                        parts.append(f'<details class="note"><summary>{esc(summary)}</summary>{esc(block.note)}</details>')
+                    else:
+                        parts.append(f'<p class="note">{esc(block.note)}</p>')
             else:
                 data = base64.b64encode(block.png).decode("ascii")
                 image = f'<img alt="{esc(block.title)}" src="data:image/png;base64,{data}">'
