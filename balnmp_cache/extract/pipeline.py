@@ -71,8 +71,9 @@ class ExtractResult:
         n_skipped: slides already complete with this key.
         n_busy: slides another process was extracting at the same time (left to it).
         n_patches: patches encoded now.
-        seconds, read_seconds, compute_seconds: wall time; time spent reading + filtering (on the
-            reader thread, overlapping the encoder); time spent encoding.
+        seconds, setup_seconds, read_seconds, compute_seconds: wall time; the part spent building the
+            encoder (loading and hashing weights); time spent reading + filtering (on the reader
+            thread, overlapping the encoder); time spent encoding.
     """
 
     cache_dir: Path
@@ -84,6 +85,7 @@ class ExtractResult:
     n_busy: int = 0
     n_patches: int = 0
     seconds: float = 0.0
+    setup_seconds: float = 0.0
     read_seconds: float = 0.0
     compute_seconds: float = 0.0
 
@@ -199,6 +201,7 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     t_start = time.perf_counter()
     jobs = _resolve_jobs(config)
     encoder = BatchEncoder.build(config)
+    setup_seconds = time.perf_counter() - t_start
     params = key_params(config, encoder)
     key = cache_key(params)
     cache_dir = Path(config.out) / cache_dir_name(encoder.encoder.name, encoder.encoder.mode, key)
@@ -207,7 +210,7 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     write_cache_json(cache_dir, params)
     for path in clean_stale_temporaries(cache_dir):
         log.info("removed a temporary left by an interrupted run: %s", path.name)
-    result = ExtractResult(cache_dir=cache_dir)
+    result = ExtractResult(cache_dir=cache_dir, setup_seconds=setup_seconds)
     common = _common_attrs(config, encoder, key)
     log.info("extracting %d slide(s) into %s with %s on %s", len(jobs), cache_dir, encoder.encoder.identifier, encoder.device)
 
