@@ -24,7 +24,8 @@ weights expect) and without the auxiliary classifier. The official code also lef
 the pooled output; an eval-mode extractor has no dropout.
 
 ImageNet weights are torchvision's ``IMAGENET1K_V1`` (what the official ``pretrained=True`` loads),
-read from the torch hub cache only; :func:`build_trunk` refuses to start a download.
+read from the torch hub cache; when the file is missing they are downloaded only if the host answers
+within 1.5 s, so an offline machine gets the error that says how to provide them at once.
 """
 
 from __future__ import annotations
@@ -179,6 +180,28 @@ def missing_weights_message(name: str, path: Path, url: str) -> str:
     )
 
 
+def _reachable(url: str, timeout_s: float = 1.5) -> bool:
+    """Whether the weights' host answers within ``timeout_s`` (offline machines fail fast, never hang)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout_s):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution ignores socket timeouts
+    thread.start()
+    thread.join(timeout_s)
+    return bool(answer and answer[0])
+
+
 def _init_vgg(trunk: nn.Module) -> None:
     # torchvision VGG.__init__ for the convolutional part.
     for module in trunk.modules():
@@ -200,8 +223,8 @@ def build_trunk(name: str, pretrained: bool) -> Trunk:
     """Build the trunk of torchvision model ``name``, with ImageNet weights from the hub cache if ``pretrained``.
 
     Raises:
-        EncoderError: ``pretrained`` and the weights file is not in the torch hub cache (checked before
-            torchvision is asked, so nothing waits on the network).
+        EncoderError: ``pretrained``, the weights file is not in the torch hub cache and cannot be
+            downloaded (an unreachable host is detected within 1.5 s, so nothing hangs offline).
     """
     import torchvision.models as tvm
 
@@ -213,8 +236,13 @@ def build_trunk(name: str, pretrained: bool) -> Trunk:
     if pretrained:
         weights, path, url = hub_weights(name)
         if not path.is_file():
-            raise EncoderError(missing_weights_message(name, path, url))
-        model = factory(weights=weights, progress=False)
+            if not _reachable(url):
+                raise EncoderError(missing_weights_message(name, path, url))
+            log.info("downloading ImageNet weights for %s from %s into %s", name, url, path)
+        try:
+            model = factory(weights=weights, progress=False)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a truncated download a RuntimeError
+            raise EncoderError(f"{missing_weights_message(name, path, url)} (download failed: {err})") from err
         log.info("loaded torchvision %s from %s", weights, path)
     elif layout.meta_init is not None:
         with torch.device("meta"):
