@@ -307,12 +307,12 @@ def _is_done(cache_dir: Path, job: SlideJob, config: ExtractConfig, key: str) ->
     path = slide_path(cache_dir, job.slide_id, config.format)
     if not is_complete(path, cache_key=key):
         return False
-    stored = read_header(path).attrs.get("source_fingerprint")
-    if stored == source_fingerprint(job):
+    attrs = read_header(path).attrs
+    if attrs.get("source_fingerprint") == source_fingerprint(job):
         return True
     log.warning(
         "%s: the cached features came from another input (%s); extracting again from %s",
-        job.slide_id, read_header(path).attrs.get("source_path", "unknown"), job.path,
+        job.slide_id, attrs.get("source_path", "unknown"), job.path,
     )
     return False
 
