@@ -11,8 +11,6 @@ directory, the way ``make`` targets run them from the repository root.
 
 from __future__ import annotations
 
-import os
-import threading
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,9 +97,6 @@ def save_resolved(config: StageConfig, directory: Path, name: str = "config.toml
     """Write the fully resolved configuration as TOML into ``directory`` and return its path."""
     import tomli_w
 
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per writer
-    tmp.write_text(tomli_w.dumps(to_plain(config)), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    from balnmp_cache.fsio import atomic_write_text
+
+    return atomic_write_text(Path(directory) / name, tomli_w.dumps(to_plain(config)))

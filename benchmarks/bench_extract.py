@@ -243,9 +243,9 @@ def main() -> int:
 
     import torch
 
-    from balnmp_cache.extract.encode import pick_device
+    from balnmp_cache.hardware import resolve_device
 
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     if args.encoder is None:
         args.encoder = "vgg16_bn" if device == "cuda" else "efficientnet_lite0"
     if args.batch_size is None:

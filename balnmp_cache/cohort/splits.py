@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from balnmp_cache.cohort.table import SPLITS, format_rows
 from balnmp_cache.errors import CohortError
+from balnmp_cache.fsio import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,13 +111,11 @@ def kfold_splits(labels: pd.Series, *, k: int, fold: int, seed: int, splits_file
         for f, (_, test_idx) in enumerate(skf.split(ids, y)):
             for i in test_idx:
                 folds[ids[i]] = f
-        splits_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = splits_file.with_name(f".{splits_file.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["patient_id", "fold"])
-            writer.writerows(sorted(folds.items()))
-        tmp.replace(splits_file)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["patient_id", "fold"])
+        writer.writerows(sorted(folds.items()))
+        atomic_write_text(splits_file, buffer.getvalue())
         log.info("wrote %d-fold splits to %s", k, splits_file)
     val_fold = (fold + 1) % k
     return {pid: "test" if f == fold else "val" if f == val_fold else "train" for pid, f in folds.items()}

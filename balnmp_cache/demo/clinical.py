@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cohort.table import BCNB_COLUMNS, SPLITS
+from balnmp_cache.fsio import atomic_path
 from balnmp_cache.demo.planted import ALN_CLASSES, CLASS_SHARES, ER_NEGATIVE_RATE, TUMOUR_SIZE_CM
 
 __all__ = ["CLINICAL_COLUMNS", "SPLITS", "assign_labels", "assign_splits", "clinical_row", "write_clinical",
@@ -109,9 +110,8 @@ def write_clinical(path: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=list(CLINICAL_COLUMNS))
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_excel(tmp, index=False, engine="openpyxl")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        table.to_excel(tmp, index=False, engine="openpyxl")
 
 
 def write_splits(folder: Path, split: dict[int, str]) -> dict[str, int]:

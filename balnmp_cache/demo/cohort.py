@@ -39,6 +39,7 @@ from balnmp_cache.demo.pyramid import write_pyramidal_tiff
 from balnmp_cache.demo.readme import readme_text
 from balnmp_cache.demo.render import render_slide
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.fsio import atomic_path, atomic_write_text
 from balnmp_cache.progress import ProgressCallback, emit
 
 __all__ = ["DEFAULT_PATIENTS", "MARKER", "DemoSummary", "write_demo_cohort"]
@@ -113,9 +114,7 @@ def _guard_folder(out: Path, arguments: dict[str, Any]) -> None:
 
 
 def _write_marker(out: Path, content: dict[str, Any]) -> None:
-    tmp = out / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / MARKER)
+    atomic_write_text(out / MARKER, json.dumps(content, indent=1) + "\n")
 
 
 def _patient_plan(seed: int, patient_id: int, aln_status: str) -> tuple[int, float, bool]:
@@ -142,9 +141,8 @@ def _write_slide(out: Path, seed: int, patient_id: int, aln_status: str, pyramid
     folders = [out / "WSIs"] + ([out / "WSIs-pyramidal"] if pyramidal else [])
     for folder in folders:
         (folder / f"{patient_id}.json").write_text(text, encoding="utf-8")
-    tmp = out / "WSIs" / f".{patient_id}.jpg.tmp"  # a name no slide scanner picks up
-    Image.fromarray(rgb).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
-    tmp.replace(out / "WSIs" / f"{patient_id}.jpg")
+    with atomic_path(out / "WSIs" / f"{patient_id}.jpg") as tmp:  # a hidden name no slide scanner picks up
+        Image.fromarray(rgb).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
     if pyramidal:
         write_pyramidal_tiff(out / "WSIs-pyramidal" / f"{patient_id}.tiff", rgb, mpp=planted.MPP)
 

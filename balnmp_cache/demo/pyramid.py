@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from balnmp_cache.fsio import atomic_path
+
 __all__ = ["pyramid_downsamples", "write_pyramidal_tiff"]
 
 
@@ -51,9 +53,8 @@ def write_pyramidal_tiff(path: Path, rgb: np.ndarray, *, mpp: float, tile_px: in
 
     height, width = rgb.shape[:2]
     downsamples = pyramid_downsamples(width, height)
-    tmp = path.with_name(f".{path.name}.tmp")
     level = rgb
-    with tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
         for i, downsample in enumerate(downsamples):
             if i:
                 factor = downsample // downsamples[i - 1]
@@ -71,5 +72,4 @@ def write_pyramidal_tiff(path: Path, rgb: np.ndarray, *, mpp: float, tile_px: in
                 metadata=None,
                 software=False,
             )
-    tmp.replace(path)
     return len(downsamples)

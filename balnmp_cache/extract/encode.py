@@ -15,24 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from balnmp_cache.errors import EncoderError
 from balnmp_cache.extract.config import ExtractConfig
-from balnmp_cache.hardware import bf16_is_native
+from balnmp_cache.hardware import bf16_is_native, resolve_device
 
-__all__ = ["BatchEncoder", "pick_device"]
+__all__ = ["BatchEncoder"]
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise EncoderError("--device cuda asked for but no CUDA device is usable here; pass --device cpu or auto")
-    return requested
 
 
 @dataclass
@@ -57,7 +45,7 @@ class BatchEncoder:
 
         from balnmp_cache.encoders import create_encoder
 
-        device = pick_device(config.device)
+        device = resolve_device(config.device)
         encoder = create_encoder(config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device)
         precision = config.precision
         if precision == "auto":

@@ -30,6 +30,7 @@ from typing import Literal
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.slides.annotations import find_annotation
 from balnmp_cache.slides.readers import BACKENDS_BY_SUFFIX, slide_id_for_path, slide_suffix
+from balnmp_cache.sorting import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -226,10 +227,6 @@ def _resolve_one(source: Path, prefer: str) -> list[SlideJob]:
     return _folder_of_slides(source)
 
 
-def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)
-
-
 def resolve_sources(sources: Sequence[Path], *, prefer: Literal["jpeg", "pyramidal"] = "jpeg") -> list[SlideJob]:
     """Turn SOURCE arguments into slide jobs, sorted by slide id (natural order: 2 before 10).
 
@@ -255,4 +252,4 @@ def resolve_sources(sources: Sequence[Path], *, prefer: Literal["jpeg", "pyramid
             f"{slide_id}: {', '.join(map(str, paths))}" for slide_id, paths in sorted(duplicates.items())
         )
         raise ConfigError(f"duplicate slide ids (slide ids are file stems and must be unique): {listing}")
-    return sorted(jobs, key=lambda job: _natural_key(job.slide_id))
+    return sorted(jobs, key=lambda job: natural_key(job.slide_id))

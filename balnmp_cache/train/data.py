@@ -27,20 +27,16 @@ from balnmp_cache.cohort import (
 )
 from balnmp_cache.cohort.table import format_rows
 from balnmp_cache.errors import CohortError
+from balnmp_cache.sorting import natural_key
 from balnmp_cache.train.bags import PatientRows
 
 if TYPE_CHECKING:
     from balnmp_cache.cache import FeatureCache
     from balnmp_cache.train.config import TrainConfig
 
-__all__ = ["TaskData", "cache_provenance", "natural_key", "patient_rows", "prepare_task_data"]
+__all__ = ["TaskData", "cache_provenance", "patient_rows", "prepare_task_data"]
 
 log = logging.getLogger(__name__)
-
-
-def natural_key(pid: str) -> tuple[int, int, str]:
-    """Sort key putting numeric ids in numeric order (``2`` before ``10``), others after, by name."""
-    return (0, int(pid), "") if pid.isdigit() else (1, 0, pid)
 
 
 @dataclass

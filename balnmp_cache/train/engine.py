@@ -41,14 +41,10 @@ _GATHER_CHUNK_BYTES = 4 << 20
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from balnmp_cache.errors import ConfigError
+    """``auto`` -> CUDA when present, else the CPU (see :func:`balnmp_cache.hardware.resolve_device`)."""
+    from balnmp_cache import hardware
 
-        raise ConfigError("device 'cuda' was requested but no CUDA device is available; use device = 'auto' or 'cpu' (--device)")
-    return torch.device(name)
+    return torch.device(hardware.resolve_device(name))
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ import numpy as np
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.train.bags import eval_bags
-from balnmp_cache.train.data import natural_key, patient_rows
+from balnmp_cache.sorting import natural_key
+from balnmp_cache.train.data import patient_rows
 from balnmp_cache.train.metrics import merge_bags
 from balnmp_cache.train.rundir import CHECKPOINT, write_attention, write_csv
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.fsio import atomic_path, atomic_write_text
 
 __all__ = [
     "CHECKPOINT",
@@ -47,17 +47,6 @@ RUN_JSON = "run.json"
 CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "predictions.csv"
 SPLIT_ORDER = ("train", "val", "test")
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
@@ -114,9 +103,8 @@ def write_checkpoint(run_dir: Path, payload: dict[str, Any]) -> Path:
     import torch
 
     target = Path(run_dir) / CHECKPOINT
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
     return target
 
 
