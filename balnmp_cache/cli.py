@@ -205,9 +205,9 @@ def ablate(
         from balnmp_cache.train import run_ablation
         from balnmp_cache.train.ablate import AblationGrid
 
-        log_dir = out if out is not None else load_config(AblationGrid, grid).out
-        with ui.log_to_file(Path(log_dir) / "ablate.log"), ui.RichProgress() as progress:
-            result = run_ablation(grid, out=out, progress=progress)
+        cfg = load_config(AblationGrid, grid, _overrides(out=out))
+        with ui.log_to_file(Path(cfg.out) / "ablate.log"), ui.RichProgress() as progress:
+            result = run_ablation(cfg, progress=progress)
         ui.stdout.print(ui_tables.ablation_summary(result))
 
     ui.run_guarded(body)
@@ -234,7 +234,7 @@ def report(
 
         cfg = load_config(ReportConfig, config, _overrides(paths=paths, out=out, clinical=clinical))
         with ui.log_to_file(cfg.out / "report.log"), ui.RichProgress() as progress:
-            result = run_report(cfg.paths, config=cfg, progress=progress)
+            result = run_report(cfg, progress=progress)
         ui.stdout.print(result.console_table())
         for warning in result.warnings:
             ui.stdout.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -259,10 +259,12 @@ def predict(
     ui.setup_logging(verbose=verbose)
 
     def body() -> None:
-        from balnmp_cache.train import run_predict
+        from balnmp_cache.config import load_config
+        from balnmp_cache.train import PredictConfig, run_predict
 
-        with ui.log_to_file((out if out is not None else run_dir / "predict") / "predict.log"), ui.RichProgress() as progress:
-            result = run_predict(run_dir, sources, cohort=cohort, top_k=top_k, out=out, progress=progress)
+        cfg = load_config(PredictConfig, None, _overrides(run_dir=run_dir, sources=sources, cohort=cohort, top_k=top_k, out=out))
+        with ui.log_to_file(cfg.out_dir / "predict.log"), ui.RichProgress() as progress:
+            result = run_predict(cfg, progress=progress)
         ui.stdout.print(ui_tables.predict_summary(result))
 
     ui.run_guarded(body)

@@ -258,13 +258,14 @@ seed = {seeds}
 def grid_time(cache_dir: Path, cohort_csv: Path, work: Path, *, seeds: int) -> dict:
     """A real ``run_ablation`` of 5 heads x image / image + clinical x ``seeds`` seeds (default epochs and
     patience, early stopping, run directories written), extrapolated to 100 configurations."""
-    from balnmp_cache.train import run_ablation
+    from balnmp_cache.config import load_config
+    from balnmp_cache.train import AblationGrid, run_ablation
 
     path = work / "grid.toml"
     path.write_text(GRID_TOML.format(out=work / "grid", cohort=cohort_csv, cache=cache_dir, heads=json.dumps(list(HEADS)),
                                      seeds=json.dumps(list(range(seeds)))), encoding="utf-8")
     tic = time.perf_counter()
-    result = run_ablation(path)
+    result = run_ablation(load_config(AblationGrid, path))
     seconds = time.perf_counter() - tic
     minutes = seconds / result.n_runs * 100 / 60
     epochs = [json.loads((p / "run.json").read_text())["epochs_run"] for p in (work / "grid" / "runs").iterdir()]

@@ -1,6 +1,6 @@
 """Stage 3, ``report``: paper-grade statistics, tables and figures from the runs' predictions.
 
-``run_report(paths, config=ReportConfig(...))`` reads each run's ``predictions.csv`` (and ``run.json``),
+``run_report(ReportConfig(paths=..., out=...))`` reads each run's ``predictions.csv`` (and ``run.json``),
 computes AUC/ACC/SENS/SPEC/PPV/NPV with MedCalc-style intervals for two threshold rules, paired
 DeLong tests between runs, subgroups and Table 1 from the cohort, and writes JSON, CSV, PNG/SVG,
 ``report.md`` and a self-contained ``report.html``. The conventions are in ``docs/report-statistics.md``.

@@ -179,17 +179,16 @@ def _document(
 
 
 def run_report(
-    paths: Sequence[Path],
-    *,
     config: ReportConfig,
+    *,
     progress: ProgressCallback | None = None,
     cohort: pd.DataFrame | None = None,
 ) -> ReportResult:
-    """Compute the report of one or more runs and write it into ``config.out``.
+    """Compute the report of the runs in ``config.paths`` and write it into ``config.out``.
 
     Args:
-        paths: run directories or ``predictions.csv`` files; empty uses ``config.paths``.
-        config: the report configuration (``stages/report.toml`` plus CLI flags).
+        config: the report configuration (``stages/report.toml`` plus CLI flags); ``paths`` are run
+            directories or ``predictions.csv`` files.
         progress: optional progress callback (task ``"report"``, six steps).
         cohort: an already loaded cohort table (``load_cohort(...).table``); overrides ``config.clinical``.
 
@@ -201,13 +200,12 @@ def run_report(
         ReportInputError: a predictions file is invalid, or runs of one task hold different patients.
         CohortError: the cohort given with ``clinical`` is invalid.
     """
-    paths = [Path(p) for p in paths] or list(config.paths)
+    paths = [Path(p) for p in config.paths]
     if not paths:
         raise ConfigError(
             "no runs to report: pass run directories or predictions.csv files as PATH, "
             "or set 'paths' in stages/report.toml"
         )
-    config = config.model_copy(update={"paths": paths})
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     emit(progress, "start", "report", total=6)

@@ -1,8 +1,8 @@
 """Stage 2: bags, the trainer, run directories, ablation grids and ``predict``.
 
 ``run_train(TrainConfig)`` trains one attention-MIL head on a feature cache and writes a run
-directory; ``run_ablation(grid)`` trains every configuration of a grid in one process, sharing
-the loaded features; ``run_predict(run_dir, sources)`` applies a trained run to new slides.
+directory; ``run_ablation(AblationGrid)`` trains every configuration of a grid in one process, sharing
+the loaded features; ``run_predict(PredictConfig)`` applies a trained run to new slides.
 Importing this package does not import torch (the training functions do).
 """
 
@@ -10,6 +10,7 @@ from balnmp_cache.train.ablate import AblationGrid as AblationGrid
 from balnmp_cache.train.ablate import AblationResult as AblationResult
 from balnmp_cache.train.ablate import expand_grid as expand_grid
 from balnmp_cache.train.ablate import run_ablation as run_ablation
+from balnmp_cache.train.config import PredictConfig as PredictConfig
 from balnmp_cache.train.config import TrainConfig as TrainConfig
 from balnmp_cache.train.predict import PredictResult as PredictResult
 from balnmp_cache.train.predict import PredictRow as PredictRow
@@ -21,6 +22,7 @@ from balnmp_cache.train.run import train_group as train_group
 __all__ = [
     "AblationGrid",
     "AblationResult",
+    "PredictConfig",
     "PredictResult",
     "PredictRow",
     "TrainConfig",

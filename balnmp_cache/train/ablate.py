@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from balnmp_cache.config import StageConfig, load_config, save_resolved, to_plain
+from balnmp_cache.config import StageConfig, save_resolved, to_plain
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.train.config import TrainConfig
@@ -241,29 +241,28 @@ def _pm(mean: float | None, sd: float | None) -> str | None:
     return None if mean is None else f"{mean:.3f} ± {sd:.3f}"
 
 
-def run_ablation(grid: Path, *, out: Path | None = None, progress: ProgressCallback | None = None) -> AblationResult:
-    """Train every configuration of the grid file ``grid`` that is not finished yet, then tabulate.
+def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = None) -> AblationResult:
+    """Train every configuration of the grid ``config`` that is not finished yet, then tabulate.
 
     Features of a cache are loaded once and shared by all its runs; with ``group = true``,
     configurations that share data and batches (same cache, task, splits, N, M, B and seed) train
     together in one loop (same results; measured no faster on a 2-core CPU, hence off by default).
 
     Args:
-        grid: the grid file (TOML).
-        out: overrides the file's ``out``.
+        config: the grid (``load_config(AblationGrid, path)``); runs go to ``config.out``.
         progress: receives ``runs`` (and ``epochs``) events.
 
     Raises:
         ConfigError: an invalid grid; CohortError / CacheError: bad data, before that data's runs start.
     """
-    cfg = load_config(AblationGrid, grid)
-    out = Path(out or cfg.out)
+    cfg = config
+    out = Path(cfg.out)
     runs = expand_grid(cfg, out=out)
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg.model_copy(update={"out": out}), out, name="ablation.toml")
+    save_resolved(cfg, out, name="ablation.toml")
     done = [r for r in runs if is_finished(r.config.out)]
     pending = [r for r in runs if not is_finished(r.config.out)]
-    log.info("ablation %s: %d configurations, %d finished before, %d to run", grid, len(runs), len(done), len(pending))
+    log.info("ablation %s: %d configurations, %d finished before, %d to run", out, len(runs), len(done), len(pending))
     emit(progress, "start", "runs", total=len(runs))
     if done:
         emit(progress, "advance", "runs", steps=len(done))

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from balnmp_cache.config import StageConfig
 
-__all__ = ["TrainConfig"]
+__all__ = ["PredictConfig", "TrainConfig"]
 
 
 class TrainConfig(StageConfig):
@@ -59,3 +59,18 @@ class TrainConfig(StageConfig):
         if self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} is out of range for folds = {self.folds}")
         return self
+
+
+class PredictConfig(StageConfig):
+    """One ``predict`` call: a trained run applied to new slides or a feature cache."""
+
+    run_dir: Path = Field(..., description="a finished train run directory")
+    sources: list[Path] = Field(default_factory=list, description="slides, folders, BCNB roots, or one feature cache")
+    cohort: Path | None = Field(None, description="clinical data of the patients (runs trained with clinical data need it)")
+    top_k: int = Field(5, ge=0, le=10_000, description="patches with the highest attention to list per patient")
+    out: Path | None = Field(None, description="output folder; default <run_dir>/predict")
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the outputs go: ``out``, else ``<run_dir>/predict``."""
+        return Path(self.out) if self.out is not None else Path(self.run_dir) / "predict"

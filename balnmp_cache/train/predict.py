@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.train.bags import eval_bags
+from balnmp_cache.train.config import PredictConfig
 from balnmp_cache.sorting import natural_key
 from balnmp_cache.train.data import patient_rows
 from balnmp_cache.train.metrics import merge_bags
@@ -145,26 +147,15 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def run_predict(
-    run_dir: Path,
-    sources: list[Path],
-    *,
-    cohort: Path | None = None,
-    top_k: int = 5,
-    out: Path | None = None,
-    progress: ProgressCallback | None = None,
-) -> PredictResult:
-    """Score the patients of ``sources`` with the run in ``run_dir``.
+def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = None) -> PredictResult:
+    """Score the patients of ``config.sources`` with the run in ``config.run_dir``.
 
-    Args:
-        run_dir: a finished train run directory.
-        sources: feature caches, or slides / folders / BCNB roots to extract first.
-        cohort: clinical data of the patients (needed when the run fused clinical data).
-        top_k: patches with the highest attention to report per patient.
-        out: output folder (default ``<run_dir>/predict``): ``predictions.csv`` (patient_id, n_bags,
-            p_0 … p_{C-1}), ``attention.csv`` (patient_id, bag, patch_key, x, y, attention) and ``cache/``
-            when slides were extracted.
-        progress: receives ``predict`` events (and the extraction's).
+    ``config.sources`` are feature caches, or slides / folders / BCNB roots to extract first;
+    ``config.cohort`` holds the patients' clinical data (needed when the run fused clinical data);
+    ``config.top_k`` patches with the highest attention are reported per patient. The output folder
+    (``config.out_dir``) gets ``predictions.csv`` (patient_id, n_bags, p_0 … p_{C-1}), ``attention.csv``
+    (patient_id, bag, patch_key, x, y, attention), the resolved ``config.toml`` and ``cache/`` when
+    slides were extracted. ``progress`` receives ``predict`` events (and the extraction's).
 
     Raises:
         ConfigError, CacheError, CohortError: an unusable run, sources or cohort.
@@ -174,9 +165,9 @@ def run_predict(
     from balnmp_cache.cache import load_cache
     from balnmp_cache.train.loop import FeatureSource, evaluate, resolve_device
 
+    run_dir, cohort, top_k, out = config.run_dir, config.cohort, config.top_k, config.out_dir
     ckpt, head = load_run(run_dir)
-    out = Path(out) if out is not None else Path(run_dir) / "predict"
-    sources = [Path(s) for s in sources]
+    sources = [Path(s) for s in config.sources]
     if not sources:
         raise ConfigError("no SOURCE given; pass slides, folders, BCNB roots or a feature cache")
     caches = [_as_cache(s) for s in sources]
@@ -208,6 +199,7 @@ def run_predict(
     probs = probs / probs.sum(axis=1, keepdims=True)
     emit(progress, "advance", "predict", steps=len(patient_ids))
     emit(progress, "end", "predict")
+    save_resolved(config, out)
     header = ["patient_id", "n_bags", *(f"p_{c}" for c in range(probs.shape[1]))]
     write_csv(out / "predictions.csv", header,
               ([pid, int(n_bags[i]), *(f"{v:.8g}" for v in probs[i])] for i, pid in enumerate(patient_ids)))

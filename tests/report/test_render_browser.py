@@ -21,7 +21,7 @@ def test_report_html_renders_tables_and_figures(make_binary_run, tmp_path):
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
     runs = [make_binary_run("image", seed=1), make_binary_run("image_clinical", seed=2, strength=2.0)]
     out = tmp_path / "report"
-    run_report(runs, config=ReportConfig(paths=runs, out=out))
+    run_report(ReportConfig(paths=runs, out=out))
     png = tmp_path / "report.png"
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

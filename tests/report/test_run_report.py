@@ -68,7 +68,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
     paths, cohort_csv = demo_like_runs
     events = []
     config = ReportConfig(out=tmp_path / "report", clinical=cohort_csv)
-    result = run_report(paths, config=config, progress=events.append)
+    result = run_report(config.model_copy(update={"paths": paths}), progress=events.append)
     out = tmp_path / "report"
 
     expected = ["metrics.json", "comparisons.json", "metrics.csv", "comparisons.csv", "subgroups.csv", "subgroups.json",
@@ -139,7 +139,7 @@ def test_runs_of_one_task_on_different_patients_are_an_error(tmp_path, make_bina
     p1 = np.full(len(frame), 0.4)
     b = write_predictions(tmp_path / "runs" / "b", frame, np.column_stack([1 - p1, p1]), run_json=run_json(0))
     with pytest.raises(ReportInputError) as info:
-        run_report([a, b], config=ReportConfig(out=tmp_path / "out", figure_formats=["png"]))
+        run_report(ReportConfig(paths=[a, b], out=tmp_path / "out", figure_formats=["png"]))
     message = str(info.value)
     assert str(a / "predictions.csv") in message and str(b / "predictions.csv") in message and "999" in message
 
@@ -148,7 +148,7 @@ def test_report_without_cohort_or_val_split(tmp_path):
     frame = synthetic_labels(0, {"train": 20, "test": 12})
     p1 = np.linspace(0.02, 0.98, len(frame))
     run = write_predictions(tmp_path / "bare", frame, np.column_stack([1 - p1, p1]))
-    result = run_report([run / "predictions.csv"], config=ReportConfig(out=tmp_path / "out", figure_formats=["svg"]))
+    result = run_report(ReportConfig(paths=[run / "predictions.csv"], out=tmp_path / "out", figure_formats=["svg"]))
     out = tmp_path / "out"
     assert not (out / "subgroups.csv").exists() and not (out / "table1.csv").exists()
     assert (out / "roc_2class_test.svg").is_file() and not (out / "roc_2class_test.png").exists()
@@ -162,4 +162,4 @@ def test_report_without_cohort_or_val_split(tmp_path):
 
 def test_no_runs_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no runs to report"):
-        run_report([], config=ReportConfig(out=tmp_path / "out"))
+        run_report(ReportConfig(paths=[], out=tmp_path / "out"))

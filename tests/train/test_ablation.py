@@ -110,13 +110,13 @@ seed = [0, 1]
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_ablation(grid, progress=stop_after_first_group)
+        run_ablation(load_config(AblationGrid, grid), progress=stop_after_first_group)
     runs_dir = tmp_path / "abl" / "runs"
     finished = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file())
     assert len(finished) == 3  # one group: balnmp, mean and clinical-only of seed 0, trained together
     stamps = {p.name: (p / "predictions.csv").stat().st_mtime_ns for p in finished}
 
-    result = run_ablation(grid)
+    result = run_ablation(load_config(AblationGrid, grid))
     assert (result.n_runs, result.n_done_before) == (6, 3)
     assert all((runs_dir / name / "predictions.csv").stat().st_mtime_ns == t for name, t in stamps.items())
     runs = pd.read_csv(tmp_path / "abl" / "runs.csv")
@@ -130,7 +130,7 @@ seed = [0, 1]
     assert set(result.summary_columns) >= {"head", "variant", "val AUC", "test AUC"}
     assert (tmp_path / "abl" / "ablation.toml").is_file()
 
-    again = run_ablation(grid)
+    again = run_ablation(load_config(AblationGrid, grid))
     assert again.n_done_before == 6
 
 
@@ -147,8 +147,8 @@ device = "cpu"
 [grid]
 variant = ["image", "image_clinical"]
 """
-    together = run_ablation(_grid(tmp_path / "a.toml", f'out = "{tmp_path / "a"}"\ngroup = true\n' + body))
-    apart = run_ablation(_grid(tmp_path / "b.toml", f'out = "{tmp_path / "b"}"\ngroup = false\n' + body))
+    together = run_ablation(load_config(AblationGrid, _grid(tmp_path / "a.toml", f'out = "{tmp_path / "a"}"\ngroup = true\n' + body)))
+    apart = run_ablation(load_config(AblationGrid, _grid(tmp_path / "b.toml", f'out = "{tmp_path / "b"}"\ngroup = false\n' + body)))
     for a, b in zip(sorted((tmp_path / "a" / "runs").iterdir()), sorted((tmp_path / "b" / "runs").iterdir()), strict=True):
         assert a.name == b.name
         assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()

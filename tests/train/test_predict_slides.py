@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from balnmp_cache.train import TrainConfig, run_predict, run_train
+from balnmp_cache.train import PredictConfig, TrainConfig, run_predict, run_train
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
 
@@ -28,8 +28,8 @@ def test_predict_from_slides_extracts_like_the_run_and_reproduces_its_probabilit
                                 patience=2, lr=1e-3, threads=1, device="cpu"))
 
     patients = ["2", "7"]
-    result = run_predict(run.run_dir, [root / "WSIs" / f"{pid}.jpg" for pid in patients], cohort=root, top_k=3,
-                         out=tmp_path / "predict")
+    result = run_predict(PredictConfig(run_dir=run.run_dir, sources=[root / "WSIs" / f"{pid}.jpg" for pid in patients],
+                                       cohort=root, top_k=3, out=tmp_path / "predict"))
     assert any((tmp_path / "predict" / "cache").iterdir()), "the slides were not extracted into <out>/cache"
     assert [r.patient_id for r in result.rows] == patients
     trained = pd.read_csv(run.run_dir / "predictions.csv", dtype={"patient_id": str}).set_index("patient_id")
