@@ -4,32 +4,39 @@ Our layout is chosen for whole-array reads and reproducible bytes: every dataset
 (unchunked) and uncompressed, the fastest layout for reading a slide at once (see
 ``docs/architecture.md``); ``track_times=False``, a fixed ``libver`` and attributes written in
 sorted order make two writes of the same data and attributes byte-identical.
+
+h5py is imported when a file is opened, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from balnmp_cache.cache.files import fsync_file
 from balnmp_cache.cache.schema import SlideHeader, dtype_name, plain
 from balnmp_cache.errors import CacheError
 
-__all__ = ["LIBVER", "hdf5_header", "hdf5_is_complete", "hdf5_read_into", "write_hdf5"]
+__all__ = ["LIBVER", "Hdf5Store"]
 
 LIBVER = ("earliest", "v110")
 """HDF5 format bounds: fixed so the bytes do not change with the library; 'earliest' keeps old readers working."""
 
 
-def _open(path: Path, mode: str = "r") -> h5py.File:
+def _open(path: Path, mode: str = "r") -> Any:
+    import h5py
+
     # Atomic renames make readers safe without HDF5's own file locks, which fail on some network filesystems.
     return h5py.File(path, mode, libver=LIBVER, locking=False)
 
 
 def _attr_value(value: Any) -> Any:
+    import h5py
+
     if isinstance(value, bool):
         return np.bool_(value)
     if isinstance(value, int):
@@ -43,40 +50,9 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-def write_hdf5(
-    path: Path,
-    *,
-    features: np.ndarray,
-    coords: np.ndarray,
-    region_id: np.ndarray,
-    patch_key: np.ndarray,
-    attrs: dict[str, Any],
-) -> None:
-    """Write one slide to a new file ``path``, set ``complete`` last, flush and fsync.
+def _arrays(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    import h5py
 
-    Args:
-        path: the (temporary) file to create; must not exist.
-        features: (N, D) float16/float32. coords: (N, 2) int64. region_id: (N,) int32.
-        patch_key: (N,) object array of str.
-        attrs: normalised attributes without ``complete``.
-    """
-    with _open(path, "w-") as f:
-        f.create_dataset("features", data=features, track_times=False)
-        f.create_dataset("coords", data=coords, track_times=False)
-        f.create_dataset("region_id", data=region_id, track_times=False)
-        f.create_dataset("patch_key", data=patch_key, dtype=h5py.string_dtype(), track_times=False)
-        for key in sorted(attrs):
-            f.attrs[key] = _attr_value(attrs[key])
-        f.flush()
-        f.attrs["complete"] = np.bool_(True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _arrays(group: h5py.Group) -> dict[str, tuple[tuple[int, ...], str]]:
     out = {}
     for name, item in group.items():
         if isinstance(item, h5py.Dataset):
@@ -85,13 +61,8 @@ def _arrays(group: h5py.Group) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
-def _header(f: h5py.File, path: Path) -> SlideHeader:
-    arrays = _arrays(f)
-    attrs = {str(k): plain(v) for k, v in f.attrs.items()}
-    if "schema_version" in attrs or "complete" in attrs:
-        attrs.update(source_format="balnmp", coords_unit="level0_px")
-        slide_id = str(attrs.get("slide_id") or path.stem)
-        return SlideHeader(path, slide_id, "balnmp", "hdf5", attrs, arrays)
+def _foreign_header(f: Any, path: Path, arrays: dict[str, Any], attrs: dict[str, Any]) -> SlideHeader:
+    """CLAM / TRIDENT (``features``, ``coords``) or STAMP (``feats``, ``coords``) files."""
     if "feats" in arrays and "coords" in arrays:
         # STAMP: coords are in the unit named by the 'unit' attribute (µm); keep them as given.
         attrs.setdefault("encoder", attrs.get("extractor"))
@@ -116,54 +87,90 @@ def _header(f: h5py.File, path: Path) -> SlideHeader:
     return header
 
 
-def hdf5_header(path: Path) -> SlideHeader:
-    """Open ``path`` and describe it without reading the arrays.
+class Hdf5Store:
+    """``<slide_id>.h5`` files: contiguous, uncompressed datasets; attributes in sorted order."""
 
-    Raises:
-        CacheError: the file cannot be opened as HDF5 or has no recognised layout.
-    """
-    try:
+    format = "hdf5"
+
+    def write(self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Write one slide to a new file ``path``, set ``complete`` last, flush and fsync.
+
+        Args:
+            path: the (temporary) file to create; must not exist.
+            arrays: ``features`` (N, D) float16/float32, ``coords`` (N, 2) int64, ``region_id`` (N,)
+                int32, ``patch_key`` (N,) object array of str.
+            attrs: normalised attributes without ``complete``.
+        """
+        import h5py
+
+        with _open(path, "w-") as f:
+            for name in ("features", "coords", "region_id"):
+                f.create_dataset(name, data=arrays[name], track_times=False)
+            f.create_dataset("patch_key", data=arrays["patch_key"], dtype=h5py.string_dtype(), track_times=False)
+            for key in sorted(attrs):
+                f.attrs[key] = _attr_value(attrs[key])
+            f.flush()
+            f.attrs["complete"] = np.bool_(True)
+        fsync_file(path)
+
+    def publish(self, tmp: Path, final: Path, *, old: Path) -> None:
+        """Rename the finished file ``tmp`` over ``final`` (one atomic rename; ``old`` is unused)."""
+        os.replace(tmp, final)
+
+    def header(self, path: Path) -> SlideHeader:
+        """Open ``path`` and describe it without reading the arrays.
+
+        Raises:
+            CacheError: the file cannot be opened as HDF5 or has no recognised layout.
+        """
+        try:
+            with _open(path) as f:
+                arrays = _arrays(f)
+                attrs = {str(k): plain(v) for k, v in f.attrs.items()}
+                if "schema_version" not in attrs and "complete" not in attrs:
+                    return _foreign_header(f, path, arrays, attrs)
+        except OSError as err:
+            raise CacheError(f"{path} cannot be opened as HDF5 ({err}); delete it and re-run extract") from err
+        attrs.update(source_format="balnmp", coords_unit="level0_px")
+        return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "hdf5", attrs, arrays)
+
+    def is_complete(self, path: Path, cache_key: str | None) -> bool:
+        """Our file with ``complete`` set, a matching ``cache_key`` and features of ``n_patches`` rows."""
         with _open(path) as f:
-            return _header(f, path)
-    except OSError as err:
-        raise CacheError(f"{path} cannot be opened as HDF5 ({err}); delete it and re-run extract") from err
+            attrs = f.attrs
+            if "complete" not in attrs or not bool(attrs["complete"]) or "features" not in f:
+                return False
+            if cache_key is not None and plain(attrs.get("cache_key")) != cache_key:
+                return False
+            return f["features"].shape[0] == int(attrs.get("n_patches", -1))
 
+    def read_into(self, header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read one slide straight into preallocated views; returns ``(region_id, patch_key)``.
 
-def hdf5_is_complete(path: Path, cache_key: str | None) -> bool:
-    """Our file with ``complete`` set, a matching ``cache_key`` and features of ``n_patches`` rows."""
-    with _open(path) as f:
-        attrs = f.attrs
-        if "complete" not in attrs or not bool(attrs["complete"]) or "features" not in f:
-            return False
-        if cache_key is not None and plain(attrs.get("cache_key")) != cache_key:
-            return False
-        return f["features"].shape[0] == int(attrs.get("n_patches", -1))
+        Args:
+            header: from :meth:`header`.
+            features: (N, D) writable C-contiguous view of the header's dtype (filled in place).
+            coords: (N, 2) writable view (filled in place).
 
+        Returns:
+            region_id (N,) int32 and patch_key (N,) object array of str; for CLAM/TRIDENT/STAMP files
+            region_id is -1 and patch_key is ``"<slide_id>_<x>_<y>"``.
 
-def hdf5_read_into(header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Read one slide straight into preallocated views; returns ``(region_id, patch_key)``.
-
-    Args:
-        header: from :func:`hdf5_header`.
-        features: (N, D) writable C-contiguous view of the header's dtype (filled in place).
-        coords: (N, 2) writable view (filled in place).
-
-    Returns:
-        region_id (N,) int32 and patch_key (N,) object array of str; for CLAM/TRIDENT/STAMP files
-        region_id is -1 and patch_key is ``"<slide_id>_<x>_<y>"``.
-    """
-    try:
-        with _open(header.path) as f:
-            f[header.features_name].read_direct(features)
-            stored = f["coords"]
-            if stored.dtype == coords.dtype:
-                stored.read_direct(coords)
-            else:
-                coords[...] = stored[()]
-            if header.ours:
-                return f["region_id"][()].astype(np.int32, copy=False), f["patch_key"].asstr()[()].astype(object)
-    except (OSError, ValueError, TypeError) as err:
-        raise CacheError(f"{header.path} could not be read ({err}); delete it and re-run extract") from err
-    region_id = np.full(len(coords), -1, dtype=np.int32)
-    patch_key = np.array([f"{header.slide_id}_{x}_{y}" for x, y in coords.tolist()], dtype=object)
-    return region_id, patch_key
+        Raises:
+            CacheError: the file cannot be read.
+        """
+        try:
+            with _open(header.path) as f:
+                f[header.features_name].read_direct(features)
+                stored = f["coords"]
+                if stored.dtype == coords.dtype:
+                    stored.read_direct(coords)
+                else:
+                    coords[...] = stored[()]
+                if header.ours:
+                    return f["region_id"][()].astype(np.int32, copy=False), f["patch_key"].asstr()[()].astype(object)
+        except (OSError, ValueError, TypeError) as err:
+            raise CacheError(f"{header.path} could not be read ({err}); delete it and re-run extract") from err
+        region_id = np.full(len(coords), -1, dtype=np.int32)
+        patch_key = np.array([f"{header.slide_id}_{x}_{y}" for x, y in coords.tolist()], dtype=object)
+        return region_id, patch_key

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +23,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from balnmp_cache.cache.files import remove_path
 from balnmp_cache.cache.naming import AUX_TEMP_RE, LOCKS_DIR, check_slide_id, parse_temp_name
 from balnmp_cache.errors import CacheError
 
-__all__ = ["clean_stale_temporaries", "file_lock", "slide_lock", "slide_lock_path", "try_lock", "writer_lock", "writer_lock_path"]
+__all__ = [
+    "clean_stale_temporaries",
+    "file_lock",
+    "manifest_lock_path",
+    "slide_lock",
+    "slide_lock_path",
+    "try_lock",
+    "writer_alive",
+    "writer_lock",
+    "writer_lock_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +120,18 @@ def slide_lock(cache_dir: Path, slide_id: str) -> Iterator[bool]:
             lock.release()
 
 
+def manifest_lock_path(cache_dir: Path) -> Path:
+    """The lock file that serialises ``manifest.csv`` updates (the cache folder is created if missing)."""
+    return _lock_path(cache_dir, "manifest.lock")
+
+
+def _writer_lock_name(pid: int, token: str) -> str:
+    return f"write-{pid}-{token}.lock"
+
+
 def writer_lock_path(cache_dir: Path, pid: int, token: str) -> Path:
     """The lock file that guards the temporary with this ``pid`` and ``token``."""
-    return _lock_path(cache_dir, f"write-{pid}-{token}.lock")
+    return _lock_path(cache_dir, _writer_lock_name(pid, token))
 
 
 @contextmanager
@@ -129,11 +148,16 @@ def writer_lock(cache_dir: Path, pid: int, token: str) -> Iterator[None]:
         lock.release()
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+def writer_alive(cache_dir: Path, pid: int, token: str) -> bool:
+    """Whether the writer of temporary ``(pid, token)`` still holds its lock; creates nothing (for checkers)."""
+    lock_file = Path(cache_dir) / LOCKS_DIR / _writer_lock_name(pid, token)
+    if not lock_file.exists():
+        return False
+    lock = try_lock(lock_file)
+    if lock is None:
+        return True
+    lock.release()
+    return False
 
 
 def clean_stale_temporaries(cache_dir: Path) -> list[Path]:
@@ -168,7 +192,7 @@ def clean_stale_temporaries(cache_dir: Path) -> list[Path]:
             continue
         try:
             if entry.exists() or entry.is_symlink():
-                _remove(entry)
+                remove_path(entry)
                 removed.append(entry)
                 log.info("removed %s left by a writer that stopped (pid %d)", entry, parsed.pid)
         finally:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from balnmp_cache.cache.locks import file_lock
-from balnmp_cache.cache.naming import LOCKS_DIR, MANIFEST_CSV
+from balnmp_cache.cache.locks import file_lock, manifest_lock_path
+from balnmp_cache.cache.naming import MANIFEST_CSV
 from balnmp_cache.errors import CacheError
+from balnmp_cache.fsio import atomic_write_text
 
 __all__ = ["COLUMNS", "STATUSES", "ManifestRow", "read_manifest", "update_manifest"]
 
@@ -126,19 +125,7 @@ def update_manifest(cache_dir: Path, rows: Iterable[ManifestRow], *, timeout_s: 
     """
     cache_dir = Path(cache_dir)
     new = list(rows)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / LOCKS_DIR).mkdir(exist_ok=True)
-    with file_lock(cache_dir / LOCKS_DIR / "manifest.lock", timeout_s=timeout_s):
+    with file_lock(manifest_lock_path(cache_dir), timeout_s=timeout_s):
         merged = {row.slide_id: row for row in read_manifest(cache_dir)}
         merged.update((row.slide_id, row) for row in new)
-        text = _format(merged[k] for k in sorted(merged))
-        target = cache_dir / MANIFEST_CSV
-        tmp = cache_dir / f".{MANIFEST_CSV}.{os.getpid()}.{secrets.token_hex(4)}"
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_text(cache_dir / MANIFEST_CSV, _format(merged[k] for k in sorted(merged)), durable=True)

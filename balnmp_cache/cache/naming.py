@@ -27,6 +27,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from balnmp_cache.errors import CacheError
+from balnmp_cache.fsio import atomic_write_text
 
 __all__ = [
     "AUX_TEMP_RE",
@@ -40,6 +41,7 @@ __all__ = [
     "cache_key",
     "canonical_json",
     "check_slide_id",
+    "format_suffix",
     "list_slide_files",
     "parse_cache_dir_name",
     "parse_temp_name",
@@ -67,8 +69,9 @@ _TEMP_RE = re.compile(
     r"^\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})-(?P<slide_id>.+)(?P<suffix>\.h5|\.zarr)$"
 )
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._+]+")
-# Temporaries of manifest.csv / cache.json rewrites (written and renamed within milliseconds).
-AUX_TEMP_RE = re.compile(r"^\.(manifest\.csv|cache\.json)\.\d+\.[0-9a-f]{8}$")
+# Temporaries of manifest.csv / cache.json rewrites (written and renamed within milliseconds):
+# balnmp_cache.fsio's ".<name>.<pid>.<token>.tmp", and the same without ".tmp" from older versions.
+AUX_TEMP_RE = re.compile(r"^\.(manifest\.csv|cache\.json)\.\d+\.[0-9a-f]{8}(\.tmp)?$")
 
 
 def _canonical(value: Any, where: str) -> Any:
@@ -163,7 +166,12 @@ def check_slide_id(slide_id: str) -> str:
     return slide_id
 
 
-def _check_format(format: str) -> str:
+def format_suffix(format: str) -> str:
+    """The file suffix of ``format`` (``.h5``, ``.zarr``).
+
+    Raises:
+        CacheError: unknown format (the message lists the valid ones).
+    """
     if format not in FORMATS:
         raise CacheError(f"cache format '{format}' is not one of {', '.join(FORMATS)}; change --format")
     return FORMATS[format]
@@ -175,7 +183,7 @@ def slide_path(directory: Path, slide_id: str, format: str) -> Path:
     Raises:
         CacheError: unknown ``format`` or a ``slide_id`` that cannot be a file name.
     """
-    return Path(directory) / f"{check_slide_id(slide_id)}{_check_format(format)}"
+    return Path(directory) / f"{check_slide_id(slide_id)}{format_suffix(format)}"
 
 
 @dataclass(frozen=True)
@@ -191,7 +199,7 @@ class TempName:
 
 def temp_path(directory: Path, slide_id: str, format: str, *, kind: str = "tmp", token: str | None = None) -> Path:
     """A fresh temporary name beside the final file: ``.<kind>-<pid>-<token>-<slide_id><suffix>``."""
-    suffix = _check_format(format)
+    suffix = format_suffix(format)
     token = token or secrets.token_hex(4)
     return Path(directory) / f".{kind}-{os.getpid()}-{token}-{check_slide_id(slide_id)}{suffix}"
 
@@ -235,12 +243,7 @@ def write_cache_json(cache_dir: Path, params: Mapping[str, Any]) -> str:
     ``sha256(cache.json without its newline)[:12]`` is the key.
     """
     text = canonical_json(params)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / CACHE_JSON
-    tmp = cache_dir / f".{CACHE_JSON}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(Path(cache_dir) / CACHE_JSON, text + "\n", durable=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 

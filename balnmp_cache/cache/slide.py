@@ -12,40 +12,25 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from balnmp_cache.cache.files import remove_path
 from balnmp_cache.cache.locks import writer_lock
 from balnmp_cache.cache.naming import SCHEMA_VERSION, check_slide_id, slide_path, temp_path
 from balnmp_cache.cache.schema import SlideFeatures, SlideHeader, check_layout, normalise_attrs
+from balnmp_cache.cache.stores import STORES, store_for, store_of
 from balnmp_cache.errors import CacheError
+from balnmp_cache.fsio import fsync_dir
 
 __all__ = ["DTYPES", "is_complete", "read_header", "read_into", "read_slide", "write_slide"]
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float16", "float32")
-
-
-def _fsync_dir(directory: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
@@ -128,43 +113,19 @@ def write_slide(
     attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
 
     directory.mkdir(parents=True, exist_ok=True)
+    store = store_for(format)
     token = secrets.token_hex(4)
     tmp = temp_path(directory, sf.slide_id, format, token=token)
     with writer_lock(directory, os.getpid(), token):
         try:
-            if format == "hdf5":
-                from balnmp_cache.cache.hdf5_store import write_hdf5
-
-                write_hdf5(tmp, attrs=attrs, **arrays)
-                os.replace(tmp, final)
-            else:
-                from balnmp_cache.cache.zarr_store import write_zarr
-
-                write_zarr(tmp, attrs=attrs, **arrays)
-                _replace_dir(tmp, final, temp_path(directory, sf.slide_id, format, kind="old", token=token))
-            _fsync_dir(directory)
+            store.write(tmp, arrays, attrs)
+            store.publish(tmp, final, old=temp_path(directory, sf.slide_id, format, kind="old", token=token))
+            fsync_dir(directory)
         except BaseException:
-            _remove(tmp)
+            remove_path(tmp, ignore_errors=True)
             raise
     log.debug("wrote %s (%d patches x %d, %s)", final, n, d, dtype)
     return final
-
-
-def _replace_dir(tmp: Path, final: Path, old: Path) -> None:
-    """Rename the directory ``tmp`` to ``final``; an existing ``final`` is moved to ``old`` and removed."""
-    for _attempt in range(5):
-        try:
-            os.replace(final, old)
-        except FileNotFoundError:
-            pass
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another writer put a store back in between (no slide lock): try again
-            continue
-        finally:
-            _remove(old)
-        return
-    raise CacheError(f"could not replace {final}: another process keeps writing it; take slide_lock around writes")
 
 
 def read_header(path: Path) -> SlideHeader:
@@ -176,24 +137,16 @@ def read_header(path: Path) -> SlideHeader:
     path = Path(path)
     if not path.exists():
         raise CacheError(f"slide file {path} does not exist")
-    if path.is_dir():
-        from balnmp_cache.cache.zarr_store import zarr_header
-
-        return zarr_header(path)
-    from balnmp_cache.cache.hdf5_store import hdf5_header
-
-    return hdf5_header(path)
+    return store_of(path).header(path)
 
 
 def read_into(header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``features`` (N, D) and ``coords`` (N, 2) in place; returns ``(region_id, patch_key)``."""
-    if header.storage == "zarr":
-        from balnmp_cache.cache.zarr_store import zarr_read_into
+    """Fill ``features`` (N, D) and ``coords`` (N, 2) in place; returns ``(region_id, patch_key)``.
 
-        return zarr_read_into(header, features, coords)
-    from balnmp_cache.cache.hdf5_store import hdf5_read_into
-
-    return hdf5_read_into(header, features, coords)
+    Raises:
+        CacheError: the file cannot be read.
+    """
+    return STORES[header.storage].read_into(header, features, coords)
 
 
 def read_slide(path: Path) -> SlideFeatures:
@@ -227,15 +180,7 @@ def is_complete(path: Path, *, cache_key: str | None = None) -> bool:
     """
     path = Path(path)
     try:
-        if path.is_dir():
-            from balnmp_cache.cache.zarr_store import zarr_is_complete
-
-            return bool(zarr_is_complete(path, cache_key))
-        if not path.is_file():
-            return False
-        from balnmp_cache.cache.hdf5_store import hdf5_is_complete
-
-        return bool(hdf5_is_complete(path, cache_key))
+        return path.exists() and bool(store_of(path).is_complete(path, cache_key))
     except Exception as err:  # a corrupt file may fail in any library layer; it is simply not complete
         log.debug("%s is not complete: %s", path, err)
         return False

@@ -9,24 +9,29 @@ Zarr reads were 6-8x slower than HDF5 in our measurements: choose it for object 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from balnmp_cache.cache.files import fsync_file, remove_path
 from balnmp_cache.cache.schema import SlideHeader, dtype_name, plain
 from balnmp_cache.errors import CacheError
+from balnmp_cache.fsio import fsync_dir
 
-__all__ = ["CHUNK_BYTES", "fsync_tree", "write_zarr", "zarr_header", "zarr_is_complete", "zarr_read_into"]
+__all__ = ["CHUNK_BYTES", "ZarrStore", "fsync_tree"]
 
 CHUNK_BYTES = 64 * 2**20
 """Upper bound on the bytes of one ``features`` chunk."""
 
+_REPLACE_ATTEMPTS = 5
 
-def _import_zarr() -> Any:
+
+def _open_group(path: Path) -> Any:
     import zarr
 
-    return zarr
+    return zarr.open_group(store=str(path), mode="r")
 
 
 def _chunk_rows(n: int, row_bytes: int) -> int:
@@ -37,102 +42,106 @@ def fsync_tree(root: Path) -> None:
     """fsync every file and folder under ``root`` (Zarr's local store does not)."""
     for folder, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if hasattr(os, "O_DIRECTORY"):
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(Path(folder) / name)
+        fsync_dir(Path(folder))
 
 
-def write_zarr(
-    path: Path,
-    *,
-    features: np.ndarray,
-    coords: np.ndarray,
-    region_id: np.ndarray,
-    patch_key: np.ndarray,
-    attrs: dict[str, Any],
-) -> None:
-    """Write one slide to a new Zarr v3 directory ``path``, set ``complete`` last and fsync.
+class ZarrStore:
+    """``<slide_id>.zarr`` Zarr v3 directory stores, uncompressed, ``complete`` written last."""
 
-    Args: as :func:`balnmp_cache.cache.hdf5_store.write_hdf5`.
-    """
-    zarr = _import_zarr()
-    group = zarr.open_group(store=str(path), mode="w-", zarr_format=3)
-    group.attrs.update({key: attrs[key] for key in sorted(attrs)})
-    config = {"write_empty_chunks": True}  # every chunk on disk, so a store's size tells its content
-    n, d = features.shape
-    rows = _chunk_rows(n, d * features.dtype.itemsize)
-    arr = group.create_array(
-        "features", shape=(n, d), dtype=features.dtype, chunks=(rows, d), compressors=None, config=config
-    )
-    for start in range(0, n, rows):
-        arr[start : start + rows] = features[start : start + rows]
-    for name, data in (("coords", coords), ("region_id", region_id)):
-        small = group.create_array(
-            name, shape=data.shape, dtype=data.dtype, chunks=data.shape, compressors=None, config=config
+    format = "zarr"
+
+    def write(self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Write one slide to a new Zarr v3 directory ``path``, set ``complete`` last and fsync.
+
+        Args: as :meth:`balnmp_cache.cache.hdf5_store.Hdf5Store.write`.
+        """
+        import zarr
+
+        group = zarr.open_group(store=str(path), mode="w-", zarr_format=3)
+        group.attrs.update({key: attrs[key] for key in sorted(attrs)})
+        config = {"write_empty_chunks": True}  # every chunk on disk, so a store's size tells its content
+        features = arrays["features"]
+        n, d = features.shape
+        rows = _chunk_rows(n, d * features.dtype.itemsize)
+        arr = group.create_array(
+            "features", shape=(n, d), dtype=features.dtype, chunks=(rows, d), compressors=None, config=config
         )
-        small[...] = data
-    keys = group.create_array("patch_key", shape=(n,), dtype=str, chunks=(n,), compressors=None, config=config)
-    keys[...] = patch_key
-    group.attrs["complete"] = True
-    fsync_tree(path)
+        for start in range(0, n, rows):
+            arr[start : start + rows] = features[start : start + rows]
+        for name in ("coords", "region_id"):
+            data = arrays[name]
+            small = group.create_array(
+                name, shape=data.shape, dtype=data.dtype, chunks=data.shape, compressors=None, config=config
+            )
+            small[...] = data
+        keys = group.create_array("patch_key", shape=(n,), dtype=str, chunks=(n,), compressors=None, config=config)
+        keys[...] = arrays["patch_key"]
+        group.attrs["complete"] = True
+        fsync_tree(path)
 
+    def publish(self, tmp: Path, final: Path, *, old: Path) -> None:
+        """Rename the finished store ``tmp`` to ``final``; an existing ``final`` is moved to ``old`` and removed.
 
-def _open_group(path: Path) -> Any:
-    zarr = _import_zarr()
-    return zarr.open_group(store=str(path), mode="r")
+        Raises:
+            CacheError: another process kept putting a store back at ``final`` (it writes without the slide lock).
+        """
+        for _attempt in range(_REPLACE_ATTEMPTS):
+            try:
+                os.replace(final, old)
+            except FileNotFoundError:
+                pass
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another writer put a store back in between (no slide lock): try again
+                continue
+            finally:
+                remove_path(old, ignore_errors=True)
+            return
+        raise CacheError(f"could not replace {final}: another process keeps writing it; take slide_lock around writes")
 
+    def header(self, path: Path) -> SlideHeader:
+        """Open a Zarr store and describe it without reading the arrays.
 
-def zarr_header(path: Path) -> SlideHeader:
-    """Open a Zarr store and describe it without reading the arrays.
+        Raises:
+            CacheError: ``path`` is not a readable Zarr v3 group.
+        """
+        try:
+            group = _open_group(path)
+            attrs = {str(k): plain(v) for k, v in group.attrs.items()}
+            arrays = {name: (tuple(int(s) for s in arr.shape), dtype_name(arr.dtype)) for name, arr in group.arrays()}
+        except Exception as err:  # zarr raises many types (JSON, metadata, missing file) for one cause
+            raise CacheError(f"{path} cannot be opened as a Zarr store ({err}); delete it and re-run extract") from err
+        attrs.update(source_format="balnmp", coords_unit="level0_px")
+        return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "zarr", attrs, arrays)
 
-    Raises:
-        CacheError: ``path`` is not a readable Zarr v3 group.
-    """
-    try:
+    def is_complete(self, path: Path, cache_key: str | None) -> bool:
+        """Our store with ``complete`` set, a matching ``cache_key`` and features of ``n_patches`` rows."""
         group = _open_group(path)
-        attrs = {str(k): plain(v) for k, v in group.attrs.items()}
-        arrays = {}
-        for name, arr in group.arrays():
-            arrays[name] = (tuple(int(s) for s in arr.shape), dtype_name(arr.dtype))
-    except Exception as err:  # zarr raises many types (JSON, metadata, missing file) for one cause
-        raise CacheError(f"{path} cannot be opened as a Zarr store ({err}); delete it and re-run extract") from err
-    attrs.update(source_format="balnmp", coords_unit="level0_px")
-    return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "zarr", attrs, arrays)
+        attrs = group.attrs
+        if attrs.get("complete") is not True or "features" not in group:
+            return False
+        if cache_key is not None and attrs.get("cache_key") != cache_key:
+            return False
+        return group["features"].shape[0] == attrs.get("n_patches", -1)
 
+    def read_into(self, header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read one store into preallocated views chunk by chunk; returns ``(region_id, patch_key)``.
 
-def zarr_is_complete(path: Path, cache_key: str | None) -> bool:
-    """Our store with ``complete`` set, a matching ``cache_key`` and features of ``n_patches`` rows."""
-    group = _open_group(path)
-    attrs = group.attrs
-    if attrs.get("complete") is not True or "features" not in group:
-        return False
-    if cache_key is not None and attrs.get("cache_key") != cache_key:
-        return False
-    return group["features"].shape[0] == attrs.get("n_patches", -1)
+        Args: as :meth:`balnmp_cache.cache.hdf5_store.Hdf5Store.read_into`.
 
-
-def zarr_read_into(header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Read one store into preallocated views chunk by chunk; returns ``(region_id, patch_key)``.
-
-    Args: as :func:`balnmp_cache.cache.hdf5_store.hdf5_read_into`.
-    """
-    try:
-        group = _open_group(header.path)
-        arr = group["features"]
-        rows = int(arr.chunks[0])
-        for start in range(0, features.shape[0], rows):
-            features[start : start + rows] = arr[start : start + rows]
-        coords[...] = group["coords"][...]
-        region_id = np.asarray(group["region_id"][...], dtype=np.int32)
-        patch_key = np.asarray(group["patch_key"][...]).astype(object)
-    except Exception as err:  # see zarr_header
-        raise CacheError(f"{header.path} could not be read ({err}); delete it and re-run extract") from err
-    return region_id, patch_key
+        Raises:
+            CacheError: the store cannot be read.
+        """
+        try:
+            group = _open_group(header.path)
+            arr = group["features"]
+            rows = int(arr.chunks[0])
+            for start in range(0, features.shape[0], rows):
+                features[start : start + rows] = arr[start : start + rows]
+            coords[...] = group["coords"][...]
+            region_id = np.asarray(group["region_id"][...], dtype=np.int32)
+            patch_key = np.asarray(group["patch_key"][...]).astype(object)
+        except Exception as err:  # see header()
+            raise CacheError(f"{header.path} could not be read ({err}); delete it and re-run extract") from err
+        return region_id, patch_key
