@@ -4,9 +4,10 @@ Format and layout: ``docs/architecture.md``, "The feature cache". Importing this
 numpy only; h5py and zarr are imported when a slide file is written or read.
 """
 
+from balnmp_cache.cache.directory import CacheDir as CacheDir
+from balnmp_cache.cache.directory import resolve_cache_dir as resolve_cache_dir
 from balnmp_cache.cache.load import FeatureCache as FeatureCache
 from balnmp_cache.cache.load import load_cache as load_cache
-from balnmp_cache.cache.load import resolve_cache_dir as resolve_cache_dir
 from balnmp_cache.cache.locks import clean_stale_temporaries as clean_stale_temporaries
 from balnmp_cache.cache.locks import slide_lock as slide_lock
 from balnmp_cache.cache.manifest import STATUSES as STATUSES
@@ -23,7 +24,12 @@ from balnmp_cache.cache.naming import read_cache_json as read_cache_json
 from balnmp_cache.cache.naming import slide_path as slide_path
 from balnmp_cache.cache.naming import write_cache_json as write_cache_json
 from balnmp_cache.cache.schema import SlideFeatures as SlideFeatures
+from balnmp_cache.cache.schema import SlideHeader as SlideHeader
+from balnmp_cache.cache.stores import STORES as STORES
+from balnmp_cache.cache.stores import SlideStore as SlideStore
+from balnmp_cache.cache.stores import store_for as store_for
 from balnmp_cache.cache.slide import DTYPES as DTYPES
+from balnmp_cache.cache.slide import read_header as read_header
 from balnmp_cache.cache.slide import is_complete as is_complete
 from balnmp_cache.cache.slide import read_slide as read_slide
 from balnmp_cache.cache.slide import write_slide as write_slide

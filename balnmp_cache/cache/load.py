@@ -14,21 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from balnmp_cache.cache.manifest import read_manifest
-from balnmp_cache.cache.naming import (
-    CACHE_JSON,
-    MANIFEST_CSV,
-    cache_key,
-    list_slide_files,
-    parse_cache_dir_name,
-    read_cache_json,
-)
+from balnmp_cache.cache.directory import CacheDir
 from balnmp_cache.cache.schema import PER_SLIDE_ATTRS, PROVENANCE_KEYS, SlideHeader, check_layout, same_value
 from balnmp_cache.cache.slide import read_header, read_into
 from balnmp_cache.errors import CacheError
 from balnmp_cache.progress import ProgressCallback, emit
 
-__all__ = ["FeatureCache", "directory_key", "load_cache", "resolve_cache_dir"]
+__all__ = ["FeatureCache", "check_provenance", "load_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -93,49 +85,6 @@ class FeatureCache:
         """Bytes of the arrays (features, coords, region_id, offsets, patch_key pointers; not the key strings)."""
         arrays = (self.features, self.coords, self.region_id, self.offsets, self.patch_key)
         return int(sum(a.nbytes for a in arrays))
-
-
-def _looks_like_cache(directory: Path) -> bool:
-    if (directory / MANIFEST_CSV).is_file() or (directory / CACHE_JSON).is_file():
-        return True
-    suffixes = (".h5", ".hdf5", ".zarr")
-    return any(not p.name.startswith(".") and p.suffix.lower() in suffixes for p in directory.iterdir())
-
-
-def resolve_cache_dir(path: Path) -> Path:
-    """The cache directory that ``path`` names: itself, or its single ``<encoder>-<mode>-<key>`` child.
-
-    Raises:
-        CacheError: ``path`` is missing, holds no cache, or holds several (the message lists them).
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise CacheError(f"feature cache {path} is not a directory; pass the folder that extract wrote (--cache)")
-    if _looks_like_cache(path):
-        return path
-    children = [
-        c
-        for c in sorted(path.iterdir())
-        if c.is_dir() and not c.name.startswith(".") and (parse_cache_dir_name(c.name) or _looks_like_cache(c))
-    ]
-    if len(children) == 1:
-        return children[0]
-    if not children:
-        raise CacheError(
-            f"no feature cache in {path}: no manifest.csv, cache.json or .h5/.zarr slide files, and no "
-            "<encoder>-<mode>-<key> folder; pass the folder that extract wrote (--cache)"
-        )
-    names = ", ".join(c.name for c in children)
-    raise CacheError(f"{path} holds {len(children)} caches ({names}); pass one of them as --cache")
-
-
-def directory_key(directory: Path) -> str | None:
-    """The key a cache directory stands for: hashed from ``cache.json``, else parsed from its name."""
-    params = read_cache_json(directory)
-    if params is not None:
-        return cache_key(params)
-    parsed = parse_cache_dir_name(Path(directory).name)
-    return parsed[2] if parsed else None
 
 
 def _usable_headers(files: dict[str, Path], key: str | None) -> tuple[list[tuple[str, SlideHeader]], list[str]]:
@@ -203,15 +152,16 @@ def load_cache(
         CacheError: no cache or several at ``path``, no complete slide, or slides that disagree on
             provenance (encoder, weights, mode, dtype, feature_dim, ...; the message names the files).
     """
-    directory = resolve_cache_dir(path)
-    files = list_slide_files(directory)
+    cache = CacheDir.open(path)
+    directory = cache.directory
+    files = cache.slide_files()
     if slide_ids is not None:
         wanted = list(dict.fromkeys(slide_ids))
         absent = [sid for sid in wanted if sid not in files]
         if absent:
             log.warning("%d requested slide(s) have no file in %s: %s", len(absent), directory, ", ".join(absent[:20]))
         files = {sid: files[sid] for sid in sorted(wanted) if sid in files}
-    usable, skipped = _usable_headers(files, directory_key(directory))
+    usable, skipped = _usable_headers(files, cache.hashed_key() or cache.key)
     if skipped:
         log.warning("skipping %d slide file(s) in %s: %s", len(skipped), directory, "; ".join(skipped))
     if not usable:
@@ -224,7 +174,7 @@ def load_cache(
             "encoder, weights, mode and dtype: move the odd files out or re-extract them"
         )
 
-    manifest = {row.slide_id: row.patient_id for row in read_manifest(directory)}
+    manifest = {row.slide_id: row.patient_id for row in cache.manifest()}
     counts = np.array([h.n_patches for h in headers], dtype=np.int64)
     offsets = np.zeros(len(headers) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

@@ -9,20 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from balnmp_cache.cache.directory import CacheDir
 from balnmp_cache.cache.load import check_provenance
-from balnmp_cache.cache.locks import try_lock
-from balnmp_cache.cache.manifest import read_manifest
-from balnmp_cache.cache.naming import (
-    AUX_TEMP_RE,
-    CACHE_JSON,
-    LOCKS_DIR,
-    MANIFEST_CSV,
-    cache_key,
-    list_slide_files,
-    parse_cache_dir_name,
-    parse_temp_name,
-    read_cache_json,
-)
+from balnmp_cache.cache.locks import writer_alive
+from balnmp_cache.cache.naming import AUX_TEMP_RE, CACHE_JSON, MANIFEST_CSV, parse_temp_name
 from balnmp_cache.cache.schema import SlideHeader, check_layout
 from balnmp_cache.cache.slide import read_header, read_into
 from balnmp_cache.errors import CacheError
@@ -44,22 +34,19 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-def _directory_key(cache_dir: Path, problems: list[Problem]) -> str | None:
-    parsed = parse_cache_dir_name(cache_dir.name)
-    name_key = parsed[2] if parsed else None
-    json_path = cache_dir / CACHE_JSON
+def _directory_key(cache: CacheDir, problems: list[Problem]) -> str | None:
+    json_path = cache.directory / CACHE_JSON
     try:
-        params = read_cache_json(cache_dir)
+        json_key = cache.hashed_key()
     except CacheError as err:
         problems.append(Problem(json_path, str(err)))
-        return name_key
-    if params is None:
+        return cache.key
+    if json_key is None:
         problems.append(Problem(json_path, "missing: the cache key's inputs are unknown; re-run extract"))
-        return name_key
-    json_key = cache_key(params)
-    if name_key is not None and json_key != name_key:
-        problems.append(Problem(json_path, f"hashes to key {json_key} but the directory is named for {name_key}"))
-    return name_key or json_key
+        return cache.key
+    if cache.key is not None and json_key != cache.key:
+        problems.append(Problem(json_path, f"hashes to key {json_key} but the directory is named for {cache.key}"))
+    return cache.key or json_key
 
 
 def _check_slide(header: SlideHeader, key: str | None, problems: list[Problem]) -> None:
@@ -101,14 +88,14 @@ def _check_provenance(headers: list[SlideHeader], problems: list[Problem]) -> No
 
 
 def _check_manifest(
-    cache_dir: Path, files: dict[str, Path], headers: dict[str, SlideHeader], problems: list[Problem]
+    cache: CacheDir, files: dict[str, Path], headers: dict[str, SlideHeader], problems: list[Problem]
 ) -> None:
-    path = cache_dir / MANIFEST_CSV
+    path = cache.directory / MANIFEST_CSV
     if not path.is_file():
         problems.append(Problem(path, "missing; re-run extract to rebuild it"))
         return
     try:
-        rows = {row.slide_id: row for row in read_manifest(cache_dir)}
+        rows = {row.slide_id: row for row in cache.manifest()}
     except CacheError as err:
         problems.append(Problem(path, str(err)))
         return
@@ -125,22 +112,11 @@ def _check_manifest(
             problems.append(Problem(file, f"the manifest has no 'ok' row for slide '{sid}' ({status})"))
 
 
-def _writer_alive(cache_dir: Path, pid: int, token: str) -> bool:
-    lock_file = cache_dir / LOCKS_DIR / f"write-{pid}-{token}.lock"
-    if not lock_file.exists():  # checking must not create it
-        return False
-    lock = try_lock(lock_file)
-    if lock is None:
-        return True
-    lock.release()
-    return False
-
-
 def _check_leftovers(cache_dir: Path, problems: list[Problem]) -> None:
     for entry in sorted(cache_dir.iterdir()):
         parsed = parse_temp_name(entry.name)
         if parsed is not None:
-            if _writer_alive(cache_dir, parsed.pid, parsed.token):
+            if writer_alive(cache_dir, parsed.pid, parsed.token):
                 problems.append(Problem(entry, f"temporary being written by a running process (pid {parsed.pid})"))
             else:
                 problems.append(Problem(entry, f"temporary left by a stopped writer (pid {parsed.pid}); "
@@ -162,16 +138,14 @@ def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -
     Raises:
         CacheError: ``cache_dir`` is not a directory.
     """
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
+    if not Path(cache_dir).is_dir():
         raise CacheError(f"cache directory {cache_dir} does not exist; pass the folder that extract wrote")
-    from balnmp_cache.cache.load import resolve_cache_dir
-
-    cache_dir = resolve_cache_dir(cache_dir)  # the --out root of extract holding one cache works too
+    cache = CacheDir.open(cache_dir)  # the --out root of extract holding one cache works too
+    cache_dir = cache.directory
     problems: list[Problem] = []
-    key = _directory_key(cache_dir, problems)
+    key = _directory_key(cache, problems)
     try:
-        files = list_slide_files(cache_dir)
+        files = cache.slide_files()
     except CacheError as err:
         problems.append(Problem(cache_dir, str(err)))
         files = {}
@@ -191,7 +165,7 @@ def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -
         emit(progress, "advance", "verify", steps=1)
     emit(progress, "end", "verify")
     _check_provenance(list(headers.values()), problems)
-    _check_manifest(cache_dir, files, headers, problems)
+    _check_manifest(cache, files, headers, problems)
     _check_leftovers(cache_dir, problems)
     log.info("verified %s: %d slide file(s), %d problem(s)", cache_dir, len(files), len(problems))
     return problems

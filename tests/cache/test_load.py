@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from balnmp_cache.cache import ManifestRow, load_cache, read_slide, update_manifest, write_slide
-from balnmp_cache.cache.load import resolve_cache_dir
+from balnmp_cache.cache import resolve_cache_dir
 from balnmp_cache.errors import CacheError
 from balnmp_cache.progress import ProgressEvent
 
