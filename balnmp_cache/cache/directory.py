@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,8 +173,13 @@ class CacheDir:
         """
         return try_lock(slide_lock_path(self.directory, slide_id))
 
-    def is_done(self, slide_id: str, fingerprint: str) -> bool:
-        """Complete with this key *and* computed from the input ``fingerprint`` names.
+    def is_done(self, slide_id: str, fingerprint: Callable[[], str]) -> bool:
+        """Complete with this key *and* computed from the same input.
+
+        Args:
+            slide_id: the slide.
+            fingerprint: returns the input's fingerprint (``source_fingerprint`` attribute); called
+                only when a complete file exists, since computing it reads from the slide.
 
         A complete file from another input is logged as a warning and reported as not done.
         """
@@ -185,7 +190,7 @@ class CacheDir:
             attrs = read_header(path).attrs
         except CacheError:  # replaced or removed since the check above
             return False
-        if attrs.get("source_fingerprint") == fingerprint:
+        if attrs.get("source_fingerprint") == fingerprint():
             return True
         log.warning(
             "%s: the cached features came from another input (%s); extracting again",

@@ -24,10 +24,13 @@ import numpy as np
 
 from balnmp_cache.errors import BalnmpError, SlideError
 from balnmp_cache.extract.config import ExtractConfig
+from balnmp_cache.extract.filters import PatchFilter
 from balnmp_cache.slides import (
+    PatchCandidates,
+    ResolutionPlan,
     SlideJob,
+    SlideReader,
     apply_masks,
-    background_ratio,
     clip_regions,
     load_regions,
     open_slide,
@@ -36,7 +39,6 @@ from balnmp_cache.slides import (
     plan_resolution,
     region_candidates,
     tissue_candidates,
-    passes_white_filter,
 )
 
 __all__ = ["PatchBatch", "PatchStream", "SlideDone", "SlideFailed", "SlideInfo"]
@@ -96,12 +98,6 @@ def _resize(patches: np.ndarray, px: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(p).resize((px, px), Image.BILINEAR)) for p in patches])
 
 
-def _keep_mask(patches: np.ndarray, config: ExtractConfig) -> np.ndarray:
-    if config.patch_filter == "white_ratio":
-        return passes_white_filter(patches, white_ratio_max=config.white_ratio_max)
-    return background_ratio(patches) < config.background_max
-
-
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if isinstance(err, BalnmpError):
@@ -110,14 +106,16 @@ def _one_line(err: BaseException) -> str:
 
 
 class PatchStream:
-    """Read slides on a background thread; iterate to receive :data:`_Item` values in slide order.
+    """Read slides on a background thread; :meth:`get` returns :data:`_Item` values in slide order.
 
     Args:
-        config: the extraction configuration (patch size, resolution, filter, batch size, threads).
+        config: the extraction configuration (patch size, resolution, batch size, threads).
+        patch_filter: decides which read patches are kept (pre-cut patches are all kept).
     """
 
-    def __init__(self, config: ExtractConfig) -> None:
+    def __init__(self, config: ExtractConfig, patch_filter: PatchFilter) -> None:
         self.config = config
+        self.patch_filter = patch_filter
         self._jobs: queue.Queue[SlideJob | None] = queue.Queue()
         self._items: queue.Queue[_Item | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
         self._stop = threading.Event()
@@ -181,35 +179,8 @@ class PatchStream:
                 magnification=config.magnification,
                 slide_mpp=job.mpp if job.mpp is not None else config.slide_mpp,
             )
-            width, height = reader.dimensions
-            info.attrs.update(
-                reader=reader.backend,
-                slide_width=int(width),
-                slide_height=int(height),
-                level=plan.read_level,
-                downsample=plan.downsample,
-                patch_level0_px=plan.patch_level0_px,
-                mpp=float("nan") if plan.mpp is None else plan.mpp,
-                mpp_source=plan.mpp_source,
-                magnification=float("nan") if plan.magnification is None else plan.magnification,
-                coords_frame="level0",
-            )
-            geometry = dict(
-                patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px, read_level=plan.read_level, read_px=plan.read_px
-            )
-            if job.annotation is not None:
-                regions, warnings = clip_regions(load_regions(job.annotation), width=width, height=height)
-                info.notes.extend(warnings)
-                for warning in warnings:
-                    log.warning("%s: %s", job.slide_id, warning)
-                if not regions:
-                    raise SlideError(f"every annotated region of {job.annotation.name} lies outside the {width}x{height} image")
-                max_outside = config.white_ratio_max if config.patch_filter == "white_ratio" else None
-                candidates = region_candidates(regions, slide_id=job.slide_id, max_outside=max_outside, **geometry)
-                info.attrs["roi_source"] = str(job.annotation)
-            else:
-                candidates = tissue_candidates(reader, min_tissue=config.min_tissue, slide_id=job.slide_id, **geometry)
-                info.attrs["roi_source"] = "tissue detection (Otsu on saturation)"
+            info.attrs.update(_plan_attrs(reader, plan))
+            candidates = self._candidates(job, reader, plan, info)
             info.n_candidates = len(candidates)
             info.setup_seconds = time.perf_counter() - t_open
             size = (plan.read_px, plan.read_px)
@@ -219,7 +190,7 @@ class PatchStream:
                 xys = [tuple(xy) for xy in candidates.level0_xy[index].tolist()]
                 patches = _resize(reader.read_regions(xys, plan.read_level, size), plan.patch_px)
                 apply_masks(patches, candidates, index)
-                keep = _keep_mask(patches, config)
+                keep = self.patch_filter.keep(patches)
                 kept = index[keep]
                 yield PatchBatch(
                     job=job,
@@ -229,6 +200,25 @@ class PatchStream:
                     patch_key=[candidates.patch_key[i] for i in kept.tolist()],
                     read_seconds=time.perf_counter() - t0,
                 )
+
+    def _candidates(self, job: SlideJob, reader: SlideReader, plan: ResolutionPlan, info: SlideInfo) -> PatchCandidates:
+        """The grid inside the annotated regions, else over the detected tissue; notes ``roi_source``."""
+        geometry = dict(
+            patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px, read_level=plan.read_level, read_px=plan.read_px
+        )
+        if job.annotation is None:
+            info.attrs["roi_source"] = "tissue detection (Otsu on saturation)"
+            return tissue_candidates(reader, min_tissue=self.config.min_tissue, slide_id=job.slide_id, **geometry)
+        width, height = reader.dimensions
+        regions, warnings = clip_regions(load_regions(job.annotation), width=width, height=height)
+        info.notes.extend(warnings)
+        for warning in warnings:
+            log.warning("%s: %s", job.slide_id, warning)
+        if not regions:
+            raise SlideError(f"every annotated region of {job.annotation.name} lies outside the {width}x{height} image")
+        info.attrs["roi_source"] = str(job.annotation)
+        max_outside = self.patch_filter.max_outside
+        return region_candidates(regions, slide_id=job.slide_id, max_outside=max_outside, **geometry)
 
     def _precut_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[PatchBatch]:
         """BCNB ``patches/<pid>/<pid>_<region>_<x>_<y>.jpg``: embed exactly these, keyed by their official path."""
@@ -283,19 +273,29 @@ class PatchStream:
                 )
 
     # -- consumer ---------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[_Item]:
-        while True:
-            item = self._items.get()
-            if item is None:
-                return
-            yield item
-
     def get(self) -> _Item:
         """The next item (blocks)."""
         item = self._items.get()
         if item is None:
             raise RuntimeError("the reader thread stopped")
         return item
+
+
+def _plan_attrs(reader: SlideReader, plan: ResolutionPlan) -> dict[str, Any]:
+    """The slide's size, reader and read resolution as attributes (NaN for an unknown MPP or power)."""
+    width, height = reader.dimensions
+    return dict(
+        reader=reader.backend,
+        slide_width=int(width),
+        slide_height=int(height),
+        level=plan.read_level,
+        downsample=plan.downsample,
+        patch_level0_px=plan.patch_level0_px,
+        mpp=float("nan") if plan.mpp is None else plan.mpp,
+        mpp_source=plan.mpp_source,
+        magnification=float("nan") if plan.magnification is None else plan.magnification,
+        coords_frame="level0",
+    )
 
 
 def _preload_readers() -> None:
