@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cache.directory import CacheDir
-from balnmp_cache.cache.schema import PER_SLIDE_ATTRS, PROVENANCE_KEYS, SlideHeader, check_layout, same_value
+from balnmp_cache.cache.schema import (
+    PER_SLIDE_ATTRS,
+    PROVENANCE_KEYS,
+    SlideHeader,
+    check_layout,
+    same_value,
+)
 from balnmp_cache.cache.slide import read_header, read_into
 from balnmp_cache.errors import CacheError
 from balnmp_cache.progress import ProgressCallback, emit
@@ -131,6 +137,33 @@ def _describe(disagree: dict[str, dict[str, list[Path]]]) -> str:
     return " | ".join(parts)
 
 
+def _wanted_files(cache: CacheDir, slide_ids: Iterable[str] | None) -> dict[str, Path]:
+    files = cache.slide_files()
+    if slide_ids is None:
+        return files
+    wanted = list(dict.fromkeys(slide_ids))
+    absent = [sid for sid in wanted if sid not in files]
+    if absent:
+        log.warning("%d requested slide(s) have no file in %s: %s", len(absent), cache.directory, ", ".join(absent[:20]))
+    return {sid: files[sid] for sid in sorted(wanted) if sid in files}
+
+
+def _checked_headers(cache: CacheDir, files: dict[str, Path]) -> list[tuple[str, SlideHeader]]:
+    """The complete, readable slides of this cache's key that agree on provenance."""
+    usable, skipped = _usable_headers(files, cache.hashed_key() or cache.key)
+    if skipped:
+        log.warning("skipping %d slide file(s) in %s: %s", len(skipped), cache.directory, "; ".join(skipped))
+    if not usable:
+        raise CacheError(f"no complete slide file in {cache.directory}; run extract (or fix the files listed in the log)")
+    disagree = check_provenance(h for _, h in usable)
+    if disagree:
+        raise CacheError(
+            f"slides in {cache.directory} disagree on their provenance: {_describe(disagree)}; a cache must hold one "
+            "encoder, weights, mode and dtype: move the odd files out or re-extract them"
+        )
+    return usable
+
+
 def load_cache(
     path: Path,
     *,
@@ -153,31 +186,11 @@ def load_cache(
             provenance (encoder, weights, mode, dtype, feature_dim, ...; the message names the files).
     """
     cache = CacheDir.open(path)
-    directory = cache.directory
-    files = cache.slide_files()
-    if slide_ids is not None:
-        wanted = list(dict.fromkeys(slide_ids))
-        absent = [sid for sid in wanted if sid not in files]
-        if absent:
-            log.warning("%d requested slide(s) have no file in %s: %s", len(absent), directory, ", ".join(absent[:20]))
-        files = {sid: files[sid] for sid in sorted(wanted) if sid in files}
-    usable, skipped = _usable_headers(files, cache.hashed_key() or cache.key)
-    if skipped:
-        log.warning("skipping %d slide file(s) in %s: %s", len(skipped), directory, "; ".join(skipped))
-    if not usable:
-        raise CacheError(f"no complete slide file in {directory}; run extract (or fix the files listed in the log)")
+    usable = _checked_headers(cache, _wanted_files(cache, slide_ids))
     headers = [h for _, h in usable]
-    disagree = check_provenance(headers)
-    if disagree:
-        raise CacheError(
-            f"slides in {directory} disagree on their provenance: {_describe(disagree)}; a cache must hold one "
-            "encoder, weights, mode and dtype: move the odd files out or re-extract them"
-        )
-
     manifest = {row.slide_id: row.patient_id for row in cache.manifest()}
-    counts = np.array([h.n_patches for h in headers], dtype=np.int64)
     offsets = np.zeros(len(headers) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    np.cumsum([h.n_patches for h in headers], out=offsets[1:])
     total, ref = int(offsets[-1]), headers[0]
     features = np.empty((total, ref.feature_dim), dtype=ref.features_dtype)
     coords = np.empty((total, 2), dtype=np.result_type(*(h.coords_dtype for h in headers)))
@@ -191,22 +204,14 @@ def load_cache(
         patient_ids.append(str(header.attrs.get("patient_id") or manifest.get(sid) or sid))
         emit(progress, "advance", "load cache", steps=1)
     emit(progress, "end", "load cache")
-
     common = {
         k: v
         for k, v in ref.attrs.items()
         if k not in PER_SLIDE_ATTRS and all(same_value(v, h.attrs.get(k)) for h in headers)
     }
     log.info("loaded %d slides, %d patches x %d (%s, %.1f MB) from %s", len(headers), total, ref.feature_dim,
-             ref.features_dtype, features.nbytes / 1e6, directory)
+             ref.features_dtype, features.nbytes / 1e6, cache.directory)
     return FeatureCache(
-        directory=directory,
-        slide_ids=[sid for sid, _ in usable],
-        patient_ids=patient_ids,
-        features=features,
-        offsets=offsets,
-        coords=coords,
-        region_id=region_id,
-        patch_key=patch_key,
-        attrs=common,
+        directory=cache.directory, slide_ids=[sid for sid, _ in usable], patient_ids=patient_ids, features=features,
+        offsets=offsets, coords=coords, region_id=region_id, patch_key=patch_key, attrs=common,
     )

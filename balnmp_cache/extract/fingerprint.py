@@ -21,7 +21,7 @@ __all__ = ["source_fingerprint"]
 _EDGE_BYTES = 1 << 20
 
 
-def _file_digest(h: "hashlib._Hash", path: Path) -> None:
+def _file_digest(h: hashlib._Hash, path: Path) -> None:
     size = path.stat().st_size
     h.update(f"{path.name}:{size}".encode())
     with path.open("rb") as fh:
