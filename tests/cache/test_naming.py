@@ -19,8 +19,9 @@ from balnmp_cache.cache import (
     slide_path,
     write_cache_json,
 )
-from balnmp_cache.cache.naming import parse_cache_dir_name, parse_temp_name, temp_path
+from balnmp_cache.cache.naming import AUX_TEMP_RE, parse_cache_dir_name, parse_temp_name, temp_path
 from balnmp_cache.errors import CacheError
+from balnmp_cache.fsio import temp_name
 
 from .conftest import PARAMS
 
@@ -124,3 +125,10 @@ def test_list_slide_files_sorts_by_id_skips_hidden_and_rejects_duplicates(tmp_pa
     (tmp_path / "b.zarr").mkdir()
     with pytest.raises(CacheError, match="slide 'b' has two files"):
         list_slide_files(tmp_path)
+
+
+def test_manifest_and_cache_json_temporaries_are_recognised(tmp_path: Path) -> None:
+    for target in ("manifest.csv", "cache.json"):
+        assert AUX_TEMP_RE.match(temp_name(tmp_path / target).name)  # what fsio writes now
+        assert AUX_TEMP_RE.match(f".{target}.123.deadbeef")  # what older versions left
+    assert not AUX_TEMP_RE.match(".config.toml.123.deadbeef.tmp")
