@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from balnmp_cache.sorting import natural_key
 
 _STATUS_STYLE = {"ok": "green", "failed": "red", "empty": "yellow", "skipped": "dim", "warn": "yellow", "missing": "red"}
 
@@ -26,7 +29,7 @@ def extract_summary(result: Any) -> Group:
     table = Table(title=f"extract → {result.cache_dir}", title_justify="left")
     for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
         table.add_column(col, overflow="fold")
-    rows = sorted(result.rows, key=lambda r: (r.status == "ok", r.slide_id))
+    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
     problems = [r for r in rows if r.status != "ok"]
     shown = problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))]
     for row in shown[:50]:
@@ -81,6 +84,59 @@ def predict_summary(result: Any) -> Group:
         patches = "; ".join(f"{key} ({att:.2f})" for key, att in row.top_patches)
         table.add_row(Text(row.patient_id), *(_fmt(p) for p in row.probabilities), Text(patches))
     return Group(table, Text(f"written to {result.out}"))
+
+
+_SPLIT_SHORT = {"train": "T", "val": "V", "test": "I-T"}
+
+
+def report_table(result: Any) -> Table:
+    """Headline metrics per run × split × rule: AUC with its interval, ACC, SENS, SPEC.
+
+    Test rows are bold; runs with a random encoder are marked in red. Full intervals are in ``report.md``.
+    """
+    from balnmp_cache.report.render import fmt_estimate, fmt_value
+
+    level = f"{100 * (1 - result.alpha):g}% CI"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        title=f"balnmp-cache report: {result.out}",
+        caption=f"T = train, V = val, I-T = test; intervals of every metric in {result.out / 'report.md'}",
+    )
+    table.add_column("Run", overflow="fold", min_width=8)
+    for column in ("Split", "Threshold"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column(f"AUC ({level})", justify="right", no_wrap=True, min_width=20)
+    for column in ("ACC", "SENS", "SPEC"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def run_cell(name: str) -> Text:
+        if name in result.random_weight_runs:
+            return Text(f"{name} ⚠ random encoder", style="bold red")
+        return Text(name)
+
+    for r in result.metrics:
+        rule = "0.5" if r["threshold_rule"] == "0.5" else f"youden {r['threshold']:.3f}"
+        table.add_row(
+            run_cell(r["run"]), _SPLIT_SHORT[r["split"]], rule, str(r["n"]),
+            fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_value(r[m]) for m in ("acc", "sens", "spec")),
+            style="bold" if r["split"] == "test" else None,
+        )  # fmt: skip
+    for r in result.multiclass:
+        table.add_row(
+            run_cell(r["run"]), _SPLIT_SHORT[r["split"]], "argmax", str(r["n"]),
+            f"{fmt_value(r['macro_auc'])} (macro)", fmt_value(r["acc"]), "–", "–",
+            style="bold" if r["split"] == "test" else None,
+        )  # fmt: skip
+    return table
+
+
+def report_summary(result: Any) -> Group:
+    """The headline table, one line per warning, and where the report went."""
+    warnings = [Text.assemble(("warning:", "bold yellow"), " ", warning) for warning in result.warnings]
+    return Group(report_table(result), *warnings, Text(f"report written to {result.out}"))
 
 
 def verify_summary(cache_dir: Path, problems: Sequence[Any]) -> Group | Text:

@@ -223,22 +223,18 @@ def report(
 ) -> None:
     """Statistics, tables and figures of the paper from predictions."""
     from balnmp_cache import _cli_support as ui
+    from balnmp_cache import _cli_tables as ui_tables
 
     ui.setup_logging(verbose=verbose)
 
     def body() -> None:
-        from rich.markup import escape
-
         from balnmp_cache.config import load_config
         from balnmp_cache.report import ReportConfig, run_report
 
         cfg = load_config(ReportConfig, config, _overrides(paths=paths, out=out, clinical=clinical))
         with ui.log_to_file(cfg.out / "report.log"), ui.RichProgress() as progress:
             result = run_report(cfg, progress=progress)
-        ui.stdout.print(result.console_table())
-        for warning in result.warnings:
-            ui.stdout.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
-        ui.stdout.print(f"report written to {cfg.out}", highlight=False)
+        ui.stdout.print(ui_tables.report_summary(result))
 
     ui.run_guarded(body)
 

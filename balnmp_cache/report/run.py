@@ -24,7 +24,6 @@ from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.table import Table
 
 __all__ = ["ReportResult", "run_report"]
 
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReportResult:
-    """Everything ``run_report`` computed and wrote.
+    """Everything ``run_report`` computed and wrote (data only; the CLI renders it).
 
     Attributes:
         out: the output directory.
@@ -60,54 +59,6 @@ class ReportResult:
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     alpha: float = 0.05
-
-    def console_table(self) -> Table:
-        """Headline metrics per run × split × rule for the terminal: AUC with its interval, ACC, SENS, SPEC.
-
-        Test rows are bold; runs with a random encoder are marked in red. Full intervals are in ``report.md``.
-        """
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
-
-        from balnmp_cache.report.render import fmt_estimate, fmt_value
-
-        short = {"train": "T", "val": "V", "test": "I-T"}
-        level = f"{100 * (1 - self.alpha):g}% CI"
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            collapse_padding=True,
-            pad_edge=False,
-            title=f"balnmp-cache report: {self.out}",
-            caption=f"T = train, V = val, I-T = test; intervals of every metric in {self.out / 'report.md'}",
-        )
-        table.add_column("Run", overflow="fold", min_width=8)
-        table.add_column("Split", no_wrap=True)
-        table.add_column("Threshold", no_wrap=True)
-        table.add_column("n", justify="right", no_wrap=True)
-        table.add_column(f"AUC ({level})", justify="right", no_wrap=True, min_width=20)
-        for column in ("ACC", "SENS", "SPEC"):
-            table.add_column(column, justify="right", no_wrap=True)
-
-        def run_cell(name: str) -> Text:
-            if name in self.random_weight_runs:
-                return Text(f"{name} ⚠ random encoder", style="bold red")
-            return Text(name)
-
-        for r in self.metrics:
-            rule = "0.5" if r["threshold_rule"] == "0.5" else f"youden {r['threshold']:.3f}"
-            table.add_row(
-                run_cell(r["run"]), short[r["split"]], rule, str(r["n"]),
-                fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_value(r[m]) for m in ("acc", "sens", "spec")),
-                style="bold" if r["split"] == "test" else None,
-            )
-        for r in self.multiclass:
-            table.add_row(
-                run_cell(r["run"]), short[r["split"]], "argmax", str(r["n"]),
-                f"{fmt_value(r['macro_auc'])} (macro)", fmt_value(r["acc"]), "–", "–",
-                style="bold" if r["split"] == "test" else None,
-            )
-        return table
 
 
 def _prediction_splits(runs: Sequence[RunPredictions]) -> pd.Series:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from balnmp_cache._cli_tables import report_table
 from balnmp_cache.config import load_config
 from balnmp_cache.errors import ConfigError, ReportInputError
 from balnmp_cache.report import ReportConfig, run_report
@@ -121,7 +122,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
     console = Console(record=True, width=220)
-    console.print(result.console_table())
+    console.print(report_table(result))
     text = console.export_text()
     test_auc = next(r for r in metrics if r["run"] == "image_clinical" and r["split"] == "test")
     assert f"{test_auc['auc']:.3f} ({test_auc['auc_ci'][0]:.3f}–{test_auc['auc_ci'][1]:.3f})" in text
