@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from balnmp_cache.fsio import atomic_path, atomic_write_bytes
 from balnmp_cache.report.compare import group_runs
 from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions
 from balnmp_cache.report.render import FigureBlock
@@ -117,7 +118,7 @@ def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], *, classes: Seque
 
 
 def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str]) -> tuple[list[Path], bytes]:
-    """Write ``fig`` as ``directory/stem.<fmt>`` for each format and return the paths and PNG bytes.
+    """Write ``fig`` as ``directory/stem.<fmt>`` for each format (atomically) and return the paths and PNG bytes.
 
     The PNG bytes are returned even when PNG files are not requested, for embedding in the HTML report.
     """
@@ -128,9 +129,10 @@ def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str])
     for fmt in formats:
         path = directory / f"{stem}.{fmt}"
         if fmt == "png":
-            path.write_bytes(png)
+            atomic_write_bytes(path, png)
         else:
-            fig.savefig(path, format=fmt, metadata={"Date": None})
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, metadata={"Date": None})
         paths.append(path)
     return paths, png
 

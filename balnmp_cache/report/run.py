@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.fsio import atomic_write_text
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.report import document
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, evaluate_binary
@@ -209,10 +210,8 @@ def run_report(
     emit(progress, "advance", "report", steps=1)
 
     doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
-    result.files["report.md"] = out / "report.md"
-    result.files["report.md"].write_text(to_markdown(doc, out), encoding="utf-8")
-    result.files["report.html"] = out / "report.html"
-    result.files["report.html"].write_text(to_html(doc), encoding="utf-8")
+    result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
+    result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
     result.files["config.toml"] = save_resolved(config, out)
     emit(progress, "advance", "report", steps=1)
     emit(progress, "end", "report")
