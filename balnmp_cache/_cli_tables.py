@@ -24,6 +24,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def demo_summary(summary: Any) -> Text:
+    """One line: patients per class and split, slides written, where and how long."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary.class_counts.items())
+    splits = ", ".join(f"{k} {v}" for k, v in summary.split_counts.items())
+    return Text(
+        f"demo cohort: {summary.n_patients} patients ({counts}; {splits}), "
+        f"{summary.n_slides_jpeg} JPEG + {summary.n_slides_tiff} pyramidal slides in {summary.root} "
+        f"({summary.seconds:.1f} s)"
+    )
+
+
 def extract_summary(result: Any) -> Group:
     """Per-slide rows that did not simply succeed, then the totals."""
     table = Table(title=f"extract → {result.cache_dir}", title_justify="left")
