@@ -117,6 +117,15 @@ def _weights_checks() -> list[Check]:
     return checks
 
 
+def _heads_check() -> Check:
+    """The registered MIL heads: the valid values of ``--head`` (listing them imports torch)."""
+    try:
+        from balnmp_cache.mil import list_heads
+    except ImportError as err:
+        return Check("MIL heads", "missing", str(err), "make install", required=True)
+    return Check("MIL heads", "ok", ", ".join(list_heads()))
+
+
 def _disk_check(path: Path) -> Check:
     free_gib = shutil.disk_usage(path).free / 2**30
     status: Status = "ok" if free_gib > 10 else "warn"
@@ -125,4 +134,11 @@ def _disk_check(path: Path) -> Check:
 
 def run_checks(cwd: Path | None = None) -> list[Check]:
     """Run every check; never raises."""
-    return [*_package_checks(), _gpu_check(), *_reader_checks(), *_weights_checks(), _disk_check(cwd or Path.cwd())]
+    return [
+        *_package_checks(),
+        _gpu_check(),
+        *_reader_checks(),
+        *_weights_checks(),
+        _heads_check(),
+        _disk_check(cwd or Path.cwd()),
+    ]

@@ -59,6 +59,9 @@ def test_doctor_reports_readers_weights_and_fixes():
     assert "ok" in lines["reader: pil"]
     assert "available offline" in lines["weights: efficientnet_lite0"]
     assert "GPU" in lines
+    from balnmp_cache.mil import list_heads
+
+    assert all(name in lines["MIL heads"] for name in list_heads())  # the valid values of train --head
     if "missing" in lines.get("timm", ""):
         assert "balnmp-cache[timm]" in lines["timm"]  # install hints survive rendering
 
