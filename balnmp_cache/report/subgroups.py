@@ -17,6 +17,7 @@ import numpy as np
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, binary_metrics
 from balnmp_cache.report.delong import delong_se, unpaired_auc_test
 from balnmp_cache.report.predictions import RunPredictions
+from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,7 +120,7 @@ def subgroup_records(
         frame = run.split_frame(split)
         ids = frame["patient_id"].astype(str).to_numpy()
         labels, scores = frame["label"].to_numpy(dtype=int), frame["p_1"].to_numpy(dtype=np.float64)
-        unknown = sorted(set(ids) - set(cohort.index.astype(str)))
+        unknown = sorted(set(ids) - set(cohort.index.astype(str)), key=natural_key)
         if unknown:
             warnings.append(
                 f"run {run.name}: {len(unknown)} {split} patient(s) are not in the cohort and are left out of the "

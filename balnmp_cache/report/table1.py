@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balnmp_cache.report.subgroups import receptor_status
+from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +104,8 @@ def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence
     known = values.notna() & group.notna()
     table = pd.crosstab(values[known].astype(str), group[known]).reindex(columns=list(GROUPS), fill_value=0)
     order = list(order or [])
-    levels = [lv for lv in order if lv in table.index] + sorted(lv for lv in table.index if lv not in order)
+    rest = sorted((lv for lv in table.index if lv not in order), key=natural_key)
+    levels = [lv for lv in order if lv in table.index] + rest
     table = table.reindex(levels)
     nonzero = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
     p_value, note = None, None

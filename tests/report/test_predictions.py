@@ -10,6 +10,8 @@ import pytest
 from balnmp_cache.errors import ReportInputError
 from balnmp_cache.report.predictions import check_same_patients, comparable, load_predictions, load_runs
 
+from .conftest import run_json, synthetic_labels, write_predictions
+
 HEADER = "patient_id,split,label,n_bags,p_0,p_1\n"
 GOOD_ROWS = ["1,train,0,3,0.8,0.2", "2,train,1,2,0.3,0.7", "3,val,0,1,0.6,0.4", "4,test,1,5,0.1,0.9"]
 
@@ -147,3 +149,16 @@ def test_an_unfinished_training_run_is_refused(tmp_path):
         load_predictions(run)
     (run / "run.json").write_text('{"complete": true}')
     assert load_predictions(run).n_classes == 2
+
+
+def test_differing_patients_are_listed_in_natural_order(tmp_path):
+    frame = synthetic_labels(0)
+    test_ids = list(frame.loc[frame["split"] == "test", "patient_id"])
+    p1 = np.full(len(frame), 0.4)
+    a = write_predictions(tmp_path / "a", frame, np.column_stack([1 - p1, p1]), run_json=run_json(0))
+    renamed = frame.copy()
+    renamed.loc[renamed["patient_id"].isin(test_ids[:3]), "patient_id"] = ["9000", "1000", "900"]
+    b = write_predictions(tmp_path / "b", renamed, np.column_stack([1 - p1, p1]), run_json=run_json(0))
+    with pytest.raises(ReportInputError) as info:
+        check_same_patients(load_predictions(a), load_predictions(b), "test")
+    assert "only in the second: 900, 1000, 9000" in str(info.value)
