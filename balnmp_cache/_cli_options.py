@@ -23,8 +23,9 @@ from pathlib import PurePath
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
-from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+from balnmp_cache.config import StageConfig
 
 __all__ = ["FieldParameters", "given_values"]
 
@@ -113,7 +114,7 @@ class FieldParameters:
         checks: field -> function validating a value given on the command line; it raises ``ValueError``.
     """
 
-    model: type[BaseModel]
+    model: type[StageConfig]
     arguments: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

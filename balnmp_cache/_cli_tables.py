@@ -13,7 +13,9 @@ from rich.text import Text
 
 from balnmp_cache.sorting import natural_key
 
-_STATUS_STYLE = {"ok": "green", "failed": "red", "empty": "yellow", "skipped": "dim", "warn": "yellow", "missing": "red"}
+_STATUS_STYLE = {
+    "ok": "green", "failed": "red", "empty": "yellow", "skipped": "dim", "warn": "yellow", "missing": "red"
+}  # fmt: skip
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -53,9 +55,10 @@ def extract_summary(result: Any) -> Group:
     rate = result.n_patches / result.seconds if result.seconds else 0.0
     busy = f", {result.n_busy} left to another extract process" if result.n_busy else ""
     totals = Text(
-        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, {result.n_failed} failed{busy}; "
-        f"{result.n_patches} patches in {result.seconds:.1f} s = {rate:.1f} patches/s end to end "
-        f"(reading {result.read_seconds:.1f} s on the reader thread, overlapped with encoding {result.compute_seconds:.1f} s)",
+        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
+        f"{result.n_failed} failed{busy}; {result.n_patches} patches in {result.seconds:.1f} s = {rate:.1f} patches/s "
+        f"end to end (reading {result.read_seconds:.1f} s on the reader thread, overlapped with encoding "
+        f"{result.compute_seconds:.1f} s)",
         style="bold red" if result.exit_code else "bold",
     )
     return Group(table, totals)
@@ -166,5 +169,6 @@ def doctor_table(checks: Sequence[Any]) -> Table:
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(Text(c.name), Text(c.status, style=_STATUS_STYLE.get(c.status, "green")), Text(c.detail), Text(c.fix or ""))
+        status = Text(c.status, style=_STATUS_STYLE.get(c.status, "green"))
+        table.add_row(Text(c.name), status, Text(c.detail), Text(c.fix or ""))
     return table

@@ -93,7 +93,7 @@ def demo_data(
         from balnmp_cache import _cli_tables as tables
         from balnmp_cache.demo import DEFAULT_PATIENTS, MARKER, write_demo_cohort
 
-        wanted = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "pyramidal": pyramidal}
+        wanted: dict[str, Any] = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "pyramidal": pyramidal}
         marker = out / MARKER
         if not force and marker.is_file():
             done = json.loads(marker.read_text(encoding="utf-8"))

@@ -92,9 +92,8 @@ def _reader_checks() -> list[Check]:
     checks = []
     for name, state in available_backends().items():
         ok = state.startswith("ok")
-        checks.append(
-            Check(f"reader: {name}", "ok" if ok else "missing", state, "" if ok else fixes.get(name, ""), required=name == "pil")
-        )
+        fix = "" if ok else fixes.get(name, "")
+        checks.append(Check(f"reader: {name}", "ok" if ok else "missing", state, fix, required=name == "pil"))
     return checks
 
 
@@ -129,7 +128,8 @@ def _heads_check() -> Check:
 def _disk_check(path: Path) -> Check:
     free_gib = shutil.disk_usage(path).free / 2**30
     status: Status = "ok" if free_gib > 10 else "warn"
-    return Check("disk", status, f"{free_gib:.1f} GiB free at {path.resolve()}", "" if status == "ok" else "a BCNB cache of 25,088-d features needs ~4 GB")
+    fix = "" if status == "ok" else "a BCNB cache of 25,088-d features needs ~4 GB"
+    return Check("disk", status, f"{free_gib:.1f} GiB free at {path.resolve()}", fix)
 
 
 def run_checks(cwd: Path | None = None) -> list[Check]:

@@ -33,7 +33,8 @@ def test_help_is_fast_and_imports_nothing_heavy():
     code = (
         "import sys, time; t = time.perf_counter();"
         "from balnmp_cache.cli import app;"
-        "heavy = [m for m in ('torch', 'h5py', 'zarr', 'pandas', 'matplotlib', 'cucim', 'openslide') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'h5py', 'zarr', 'pandas', 'matplotlib', 'cucim', 'openslide')"
+        " if m in sys.modules];"
         "print(heavy, time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -54,7 +55,8 @@ def test_unknown_config_key_fails_cleanly(tmp_path):
 
 def test_doctor_reports_readers_weights_and_fixes():
     env = {**os.environ, "COLUMNS": "400"}
-    result = subprocess.run([sys.executable, "-m", "balnmp_cache.cli", "doctor"], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-m", "balnmp_cache.cli", "doctor"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
     assert "ok" in lines["reader: pil"]
     assert "available offline" in lines["weights: efficientnet_lite0"]
@@ -93,7 +95,9 @@ ADDED = {
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
         "--split-seed",
     },
-    "report": {"--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns"},
+    "report": {
+        "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
+    },
     "predict": set(),
     "ablate": {"--group", "--no-group"},
 }  # fmt: skip
@@ -244,7 +248,7 @@ def test_a_field_without_a_command_line_form_must_be_excluded_by_name():
     from balnmp_cache._cli_options import FieldParameters
     from balnmp_cache.train.config import TrainConfig
 
-    with pytest.raises(TypeError, match="'head_options'.*exclude"):
+    with pytest.raises(TypeError, match=r"'head_options'.*exclude"):
         FieldParameters(TrainConfig).parameters()
     with pytest.raises(ValueError, match="no field"):
         FieldParameters(TrainConfig, exclude=("head_option",)).names()

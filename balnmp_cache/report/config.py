@@ -9,10 +9,21 @@ from pydantic import Field, field_validator
 
 from balnmp_cache.config import StageConfig
 
-__all__ = ["DEFAULT_TABLE1_COLUMNS", "ReportConfig", "ThresholdRule"]
+__all__ = [
+    "DEFAULT_FIGURE_FORMATS",
+    "DEFAULT_TABLE1_COLUMNS",
+    "DEFAULT_THRESHOLDS",
+    "FigureFormat",
+    "ReportConfig",
+    "ThresholdRule",
+]
 
 ThresholdRule = Literal["0.5", "youden"]
 
+FigureFormat = Literal["png", "svg"]
+
+DEFAULT_THRESHOLDS: tuple[ThresholdRule, ...] = ("0.5", "youden")
+DEFAULT_FIGURE_FORMATS: tuple[FigureFormat, ...] = ("png", "svg")
 DEFAULT_TABLE1_COLUMNS = ["Tumour Type", "Molecular subtype", "Histological grading"]
 
 
@@ -31,15 +42,15 @@ class ReportConfig(StageConfig):
         0.05, gt=0.0, lt=0.5, description="1 - confidence level of every interval (0.05 gives 95% intervals)"
     )
     thresholds: list[ThresholdRule] = Field(
-        default_factory=lambda: ["0.5", "youden"],
+        default_factory=lambda: list(DEFAULT_THRESHOLDS),
         min_length=1,
         description="threshold rules, each reported separately: '0.5' (the official code, score >= 0.5 is "
         "positive) and 'youden' (Youden-optimal on the val split, applied to every split)",
     )
     age_cutoff: float = Field(50.0, gt=0.0, description="age subgroups are <= and > this age (years)")
     t_stage_cutoff_cm: float = Field(2.0, gt=0.0, description="T1 is a tumour size <= this (cm), T2 is larger")
-    figure_formats: list[Literal["png", "svg"]] = Field(
-        default_factory=lambda: ["png", "svg"],
+    figure_formats: list[FigureFormat] = Field(
+        default_factory=lambda: list(DEFAULT_FIGURE_FORMATS),
         min_length=1,
         description="file formats of the figures; the HTML report embeds PNGs either way",
     )

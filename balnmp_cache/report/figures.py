@@ -82,7 +82,9 @@ def roc_figure(curves: Sequence[RocCurve], *, title: str) -> Figure:
     return fig
 
 
-def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], *, classes: Sequence[str], title: str, ncols: int) -> Figure:
+def confusion_figure(
+    panels: Sequence[tuple[str, np.ndarray]], *, classes: Sequence[str], title: str, ncols: int
+) -> Figure:
     """A grid of confusion matrices (rows: true class, columns: predicted class).
 
     Args:
@@ -154,7 +156,9 @@ def roc_figures(
             members = [r for r in group if split in r.splits]
             if not members:
                 continue
-            curves = [RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members]
+            curves = [
+                RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members
+            ]
             title = f"ROC, {info.task_name or key}, {SPLIT_LABELS[split]}"
             paths, png = save_figure(roc_figure(curves, title=title), out, f"roc_{safe_stem(key)}_{split}", formats)
             blocks.append(FigureBlock(title, paths, png))

@@ -348,7 +348,8 @@ def check_same_patients(a: RunPredictions, b: RunPredictions, split: str) -> Non
         only_a, only_b = sorted(ids_a - ids_b, key=natural_key), sorted(ids_b - ids_a, key=natural_key)
 
         def listed(ids: list[str]) -> str:
-            return ", ".join(ids[:_MAX_LISTED]) + (f" and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else "")
+            more = f" and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else ""
+            return ", ".join(ids[:_MAX_LISTED]) + more
 
         raise ReportInputError(
             f"runs '{a.name}' ({a.path}) and '{b.name}' ({b.path}) are the same task but hold different patients "

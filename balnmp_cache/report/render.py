@@ -219,7 +219,8 @@ def to_html(document: Document) -> str:
                     if len(block.note) > 600:  # long lists of per-row notes fold away under the table
                         head, _, rest = block.note.partition("Notes: ")
                         summary = f"{head}Notes ({rest.count(' | ') + 1})" if rest else "Notes"
-                        parts.append(f'<details class="note"><summary>{esc(summary)}</summary>{esc(block.note)}</details>')
+                        folded = f"<summary>{esc(summary)}</summary>{esc(block.note)}"
+                        parts.append(f'<details class="note">{folded}</details>')
                     else:
                         parts.append(f'<p class="note">{esc(block.note)}</p>')
             else:

@@ -109,7 +109,8 @@ def _document(
     doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
     doc.sections.append(document.runs_section(runs))
     if result.metrics:
-        doc.sections.append(document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged))
+        metrics = document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged)
+        doc.sections.append(metrics)
         doc.sections.append(document.comparisons_section(result.comparisons, flagged=flagged))
     if result.multiclass:
         doc.sections.append(document.multiclass_section(result.multiclass, alpha=alpha, flagged=flagged))

@@ -22,14 +22,16 @@ from balnmp_cache.sorting import natural_key
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "subgroup_levels", "subgroup_records"]
+__all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "split_at", "subgroup_levels", "subgroup_records"]
 
 log = logging.getLogger(__name__)
 
 SUBGROUP_TITLES = {"age": "Age", "t_stage": "T stage", "er": "ER", "pr": "PR", "her2": "HER2"}
 _RUN_KEYS = ("run", "split", "threshold_rule", "threshold", "threshold_note", "notes")
 _METRIC_PART = tuple(k for k in METRIC_KEYS if k not in _RUN_KEYS)
-SUBGROUP_KEYS = ("run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes")
+SUBGROUP_KEYS = (
+    "run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes"
+)  # fmt: skip
 """Keys of a subgroup record (``subgroups.json`` / ``subgroups.csv``)."""
 
 
@@ -37,6 +39,22 @@ def receptor_status(values: pd.Series) -> pd.Series:
     """``Positive``/``Negative`` (any case, surrounding spaces ignored); anything else becomes missing."""
     normal = values.astype("string").str.strip().str.lower()
     return normal.map({"positive": "Positive", "negative": "Negative"}).astype(object)
+
+
+def split_at(values: pd.Series, cutoff: float, names: tuple[str, str], *, index: pd.Index) -> pd.Series:
+    """``names[0]`` where a value is ``<= cutoff``, ``names[1]`` above it, ``None`` where it is missing.
+
+    Args:
+        values: numbers (anything else counts as missing), one per patient.
+        cutoff: the boundary, in the unit of ``values``.
+        names: the two level names.
+        index: the patient ids of the result.
+    """
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    levels = pd.Series(np.where(numbers <= cutoff, *names), index=index, dtype=object)
+    return levels.where(~np.isnan(numbers), None)
 
 
 def subgroup_levels(
@@ -59,15 +77,11 @@ def subgroup_levels(
     out: dict[str, tuple[pd.Series, tuple[str, str]]] = {}
     index = cohort.index.astype(str)
     if "age" in cohort:
-        age = pd.to_numeric(cohort["age"], errors="coerce").to_numpy()
         names = (f"<= {age_cutoff:g} y", f"> {age_cutoff:g} y")
-        levels = np.where(np.isnan(age), None, np.where(age <= age_cutoff, *names))
-        out["age"] = (pd.Series(levels, index=index, dtype=object), names)
+        out["age"] = (split_at(cohort["age"], age_cutoff, names, index=index), names)
     if "tumour_size_cm" in cohort:
-        size = pd.to_numeric(cohort["tumour_size_cm"], errors="coerce").to_numpy()
         names = (f"T1 (<= {t_stage_cutoff_cm:g} cm)", f"T2 (> {t_stage_cutoff_cm:g} cm)")
-        levels = np.where(np.isnan(size), None, np.where(size <= t_stage_cutoff_cm, *names))
-        out["t_stage"] = (pd.Series(levels, index=index, dtype=object), names)
+        out["t_stage"] = (split_at(cohort["tumour_size_cm"], t_stage_cutoff_cm, names, index=index), names)
     for column in ("er", "pr", "her2"):
         if column in cohort:
             levels = receptor_status(cohort[column]).to_numpy()
@@ -128,7 +142,8 @@ def subgroup_records(
             )
         for variable, (levels, names) in variables.items():
             level_of = levels[~levels.index.duplicated()].reindex(ids).to_numpy()
-            parts, tests = [], []
+            parts: list[np.ndarray] = []
+            tests: list[tuple[float | None, float | None]] = []
             for name in names:
                 mask = level_of == name
                 parts.append(mask)
@@ -143,13 +158,15 @@ def subgroup_records(
                     if mask.any():
                         metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
                     else:
-                        metrics = {**_empty_metrics(), "notes": ["no patients in this subgroup: every metric undefined"]}
+                        empty = ["no patients in this subgroup: every metric undefined"]
+                        metrics = {**_empty_metrics(), "notes": empty}
                     notes = list(metrics["notes"])
                     if test.note:
                         notes.append(f"subgroup test: {test.note}")
                     if n_unknown:
                         notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[variable]} left out")
-                    record = {**metrics, "run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
+                    where = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
+                    record = {**metrics, **where}
                     record.update(variable=variable, level=name, z=test.z, p_value=test.p_value, notes=notes)
                     records.append({key: record.get(key) for key in SUBGROUP_KEYS})
     return records, warnings

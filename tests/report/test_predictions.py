@@ -86,7 +86,7 @@ def test_empty_and_missing_inputs(tmp_path):
     assert "no rows" in _error(_write(tmp_path, [], name="h"))
     bare = tmp_path / "bare"
     bare.mkdir()
-    with pytest.raises(ReportInputError, match="has no predictions.csv"):
+    with pytest.raises(ReportInputError, match=r"has no predictions\.csv"):
         load_predictions(bare)
     with pytest.raises(ReportInputError, match="does not exist"):
         load_predictions(tmp_path / "nowhere.csv")
@@ -94,7 +94,8 @@ def test_empty_and_missing_inputs(tmp_path):
 
 def test_run_json_is_read_and_checked(tmp_path):
     path = _write(tmp_path, GOOD_ROWS)
-    (path.parent / "run.json").write_text(json.dumps({"task": 0, "classes": ["N0", "N(+)"], "cache": {"random_weights": True}}))
+    info = {"task": 0, "classes": ["N0", "N(+)"], "cache": {"random_weights": True}}
+    (path.parent / "run.json").write_text(json.dumps(info))
     run = load_predictions(path)
     assert run.info.task == 0 and run.classes == ("N0", "N(+)") and run.info.random_weights
     (path.parent / "run.json").write_text(json.dumps({"task": 0, "classes": ["N0", "N+(1-2)", "N+(>2)"]}))
@@ -125,7 +126,7 @@ def test_runs_on_different_patients_name_both_files_and_the_ids(tmp_path):
 def test_runs_with_different_labels_for_a_patient(tmp_path):
     a = load_predictions(_write(tmp_path, GOOD_ROWS, name="a"))
     b = load_predictions(_write(tmp_path, ["1,train,1,3,0.8,0.2", *GOOD_ROWS[1:]], name="b"))
-    with pytest.raises(ReportInputError, match="different labels.*: 1"):
+    with pytest.raises(ReportInputError, match=r"different labels.*: 1"):
         check_same_patients(a, b, "train")
 
 
@@ -142,7 +143,7 @@ def test_an_unfinished_training_run_is_refused(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "predictions.csv").write_text("patient_id,split,label,n_bags,p_0,p_1\n1,test,0,1,0.9,0.1\n2,test,1,1,0.2,0.8\n")
+    (run / "predictions.csv").write_text(HEADER + "1,test,0,1,0.9,0.1\n2,test,1,1,0.2,0.8\n")
     assert load_predictions(run).name == "run"  # a bare predictions.csv folder is fine
     (run / "checkpoint.pt").write_bytes(b"")  # a trained run's folder ...
     with pytest.raises(ReportInputError, match="unfinished"):  # ... without a complete run.json
