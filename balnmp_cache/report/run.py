@@ -76,6 +76,62 @@ def _load_cohort_table(path: Path) -> pd.DataFrame:
     return load_cohort(path).table
 
 
+def _flag_random_encoders(result: ReportResult, runs: Sequence[RunPredictions]) -> None:
+    for run in runs:
+        if run.info.random_weights:
+            result.random_weight_runs.append(run.name)
+            result.warnings.append(
+                f"run {run.name} uses features from a randomly initialised encoder "
+                f"({run.info.encoder or 'encoder unknown'}, weights = random): its metrics say nothing about the method"
+            )
+
+
+def _evaluate(
+    result: ReportResult, runs: Sequence[RunPredictions], *, config: ReportConfig
+) -> dict[str, dict[str, Threshold]]:
+    """Fill the binary, multi-class and comparison records of ``result``; return each run's thresholds."""
+    result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
+    for name, by_rule in thresholds.items():
+        if "youden" in by_rule and by_rule["youden"].fell_back:
+            result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
+    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
+    result.comparisons = compare_runs(runs)
+    return thresholds
+
+
+def _figures(result: ReportResult, runs: Sequence[RunPredictions], *, formats: Sequence[str]) -> list[FigureBlock]:
+    """Write the ROC and confusion figures into ``result.out`` and record their files."""
+    figures = roc_figures(runs, result.metrics, out=result.out, formats=formats)
+    figures += confusion_figures(runs, result.metrics, result.multiclass, out=result.out, formats=formats)
+    result.files.update({path.name: path for block in figures for path in block.files})
+    return figures
+
+
+def _cohort_records(
+    result: ReportResult,
+    runs: Sequence[RunPredictions],
+    cohort: pd.DataFrame,
+    thresholds: dict[str, dict[str, Threshold]],
+    *,
+    config: ReportConfig,
+) -> tuple[list[str], list[str]]:
+    """Fill the subgroups and Table 1 of ``result``; return their warnings (also added to ``result``)."""
+    result.subgroups, subgroup_warnings = subgroup_records(
+        runs,
+        cohort,
+        thresholds=thresholds,
+        alpha=config.alpha,
+        age_cutoff=config.age_cutoff,
+        t_stage_cutoff_cm=config.t_stage_cutoff_cm,
+    )
+    groups = cohort_groups(cohort, fallback=_prediction_splits(runs))
+    result.table1, table1_warnings = table1(
+        cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
+    )
+    result.warnings += subgroup_warnings + table1_warnings
+    return subgroup_warnings, table1_warnings
+
+
 def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
     out, files = result.out, result.files
     files["metrics.json"] = write_json(result.metrics, out / "metrics.json")
@@ -165,46 +221,18 @@ def run_report(
 
     runs = load_runs(paths)
     result = ReportResult(out=out, runs=[r.name for r in runs], alpha=config.alpha)
-    for run in runs:
-        if run.info.random_weights:
-            result.random_weight_runs.append(run.name)
-            result.warnings.append(
-                f"run {run.name} uses features from a randomly initialised encoder "
-                f"({run.info.encoder or 'encoder unknown'}, weights = random): its metrics say nothing about the method"
-            )
+    _flag_random_encoders(result, runs)
     emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
 
-    result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
-    for name, by_rule in thresholds.items():
-        if "youden" in by_rule and by_rule["youden"].fell_back:
-            result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
-    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
-    result.comparisons = compare_runs(runs)
+    thresholds = _evaluate(result, runs, config=config)
     emit(progress, "advance", "report", steps=1)
 
     if cohort is None and config.clinical is not None:
         cohort = _load_cohort_table(Path(config.clinical))
-    cohort_warnings = None
-    if cohort is not None:
-        result.subgroups, subgroup_warnings = subgroup_records(
-            runs,
-            cohort,
-            thresholds=thresholds,
-            alpha=config.alpha,
-            age_cutoff=config.age_cutoff,
-            t_stage_cutoff_cm=config.t_stage_cutoff_cm,
-        )
-        groups = cohort_groups(cohort, fallback=_prediction_splits(runs))
-        result.table1, table1_warnings = table1(
-            cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
-        )
-        result.warnings += subgroup_warnings + table1_warnings
-        cohort_warnings = (subgroup_warnings, table1_warnings)
+    cohort_warnings = None if cohort is None else _cohort_records(result, runs, cohort, thresholds, config=config)
     emit(progress, "advance", "report", steps=1)
 
-    figures = roc_figures(runs, result.metrics, out=out, formats=config.figure_formats)
-    figures += confusion_figures(runs, result.metrics, result.multiclass, out=out, formats=config.figure_formats)
-    result.files.update({path.name: path for block in figures for path in block.files})
+    figures = _figures(result, runs, formats=config.figure_formats)
     emit(progress, "advance", "report", steps=1, info={"figures": len(figures)})
 
     _write_tables(result, with_cohort=cohort is not None)
@@ -213,7 +241,7 @@ def run_report(
     doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
     result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
     result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
-    result.files["config.toml"] = save_resolved(config, out)
+    result.files["config.toml"] = save_resolved(config, out)  # atomic too
     emit(progress, "advance", "report", steps=1)
     emit(progress, "end", "report")
     for warning in result.warnings:

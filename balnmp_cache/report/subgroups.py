@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, binary_metrics
-from balnmp_cache.report.delong import delong_se, unpaired_auc_test
+from balnmp_cache.report.delong import AucTest, delong_se, unpaired_auc_test
 from balnmp_cache.report.predictions import RunPredictions
 from balnmp_cache.sorting import natural_key
 
@@ -95,6 +95,61 @@ def _empty_metrics() -> dict[str, Any]:
     return record
 
 
+def _level_test(labels: np.ndarray, scores: np.ndarray, masks: Sequence[np.ndarray]) -> AucTest:
+    """DeLong test of the AUC difference between two levels (undefined where a level lacks a class)."""
+    tests: list[tuple[float | None, float | None]] = []
+    for mask in masks:
+        if mask.any() and 0 < labels[mask].sum() < mask.sum():
+            tests.append(delong_se(scores[mask], labels[mask]))
+        else:
+            tests.append((None, None))
+    (auc_a, se_a), (auc_b, se_b) = tests
+    return unpaired_auc_test(auc_a, se_a, auc_b, se_b)
+
+
+def _variable_records(
+    where: Mapping[str, Any],
+    level_of: np.ndarray,
+    names: tuple[str, str],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    thresholds: Mapping[str, Threshold],
+    *,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """One record per threshold rule and level of one variable of one run.
+
+    Args:
+        where: ``run``, ``split`` and ``variable`` of the records.
+        level_of: ``(n,)`` level name of each patient, ``None``/NaN where unknown.
+        names: the two level names.
+        labels, scores: ``(n,)`` 0/1 labels and class-1 probabilities.
+        thresholds: ``{rule: Threshold}`` of the run.
+        alpha: 1 - confidence level.
+    """
+    import pandas as pd
+
+    masks = [level_of == name for name in names]
+    test = _level_test(labels, scores, masks)
+    n_unknown = int(pd.isna(level_of).sum())
+    records = []
+    for rule, cut in thresholds.items():
+        for name, mask in zip(names, masks, strict=True):
+            if mask.any():
+                metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
+            else:
+                metrics = {**_empty_metrics(), "notes": ["no patients in this subgroup: every metric undefined"]}
+            notes = list(metrics["notes"])
+            if test.note:
+                notes.append(f"subgroup test: {test.note}")
+            if n_unknown:
+                notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[where['variable']]} left out")
+            record = {**metrics, **where, "threshold_rule": rule, "threshold": cut.value}
+            record.update(level=name, z=test.z, p_value=test.p_value, notes=notes)
+            records.append({key: record.get(key) for key in SUBGROUP_KEYS})
+    return records
+
+
 def subgroup_records(
     runs: Sequence[RunPredictions],
     cohort: pd.DataFrame,
@@ -120,8 +175,6 @@ def subgroup_records(
         levels and repeat on both rows) and warnings (patients missing from the cohort, variables
         the cohort lacks).
     """
-    import pandas as pd
-
     warnings: list[str] = []
     variables = subgroup_levels(cohort, age_cutoff=age_cutoff, t_stage_cutoff_cm=t_stage_cutoff_cm)
     lacking = [SUBGROUP_TITLES[v] for v in SUBGROUP_TITLES if v not in variables]
@@ -142,31 +195,6 @@ def subgroup_records(
             )
         for variable, (levels, names) in variables.items():
             level_of = levels[~levels.index.duplicated()].reindex(ids).to_numpy()
-            parts: list[np.ndarray] = []
-            tests: list[tuple[float | None, float | None]] = []
-            for name in names:
-                mask = level_of == name
-                parts.append(mask)
-                if mask.any() and 0 < labels[mask].sum() < mask.sum():
-                    tests.append(delong_se(scores[mask], labels[mask]))
-                else:
-                    tests.append((None, None))
-            test = unpaired_auc_test(tests[0][0], tests[0][1], tests[1][0], tests[1][1])
-            n_unknown = int(pd.isna(level_of).sum())
-            for rule, cut in thresholds[run.name].items():
-                for name, mask in zip(names, parts, strict=True):
-                    if mask.any():
-                        metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
-                    else:
-                        empty = ["no patients in this subgroup: every metric undefined"]
-                        metrics = {**_empty_metrics(), "notes": empty}
-                    notes = list(metrics["notes"])
-                    if test.note:
-                        notes.append(f"subgroup test: {test.note}")
-                    if n_unknown:
-                        notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[variable]} left out")
-                    where = {"run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
-                    record = {**metrics, **where}
-                    record.update(variable=variable, level=name, z=test.z, p_value=test.p_value, notes=notes)
-                    records.append({key: record.get(key) for key in SUBGROUP_KEYS})
+            where = {"run": run.name, "split": split, "variable": variable}
+            records += _variable_records(where, level_of, names, labels, scores, thresholds[run.name], alpha=alpha)
     return records, warnings
