@@ -2,6 +2,7 @@
 #
 #   make demo                  demo cohort -> extract -> train (3 variants) -> report, all on the CPU
 #   make test                  the default test suite (not slow, not gpu)
+#   make lint                  ruff (lint + import order) and mypy, configured in pyproject.toml
 #   make extract|train|report  one stage from stages/*.toml; CONFIG=path picks another configuration
 #   make ablate                an ablation grid (CONFIG=stages/ablations/<grid>.toml)
 #   make bench                 benchmarks/bench_*.py (BENCH_ARGS=--quick for the short versions)
@@ -20,7 +21,7 @@ DEMO_ROOT := demo/bcnb
 DEMO_OUT := out/demo
 DEMO_RUNS := $(DEMO_OUT)/runs
 
-.PHONY: install demo demo-data extract train demo-runs report ablate bench test test-all clean distclean
+.PHONY: install demo demo-data extract train demo-runs report ablate bench test test-all lint clean distclean
 
 install: $(STAMP)
 
@@ -76,6 +77,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check balnmp_cache tests benchmarks
+	$(BIN)/mypy balnmp_cache
 
 clean:
 	rm -rf out demo .pytest_cache benchmarks/out

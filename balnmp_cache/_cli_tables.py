@@ -6,11 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-_STATUS_STYLE = {"ok": "green", "failed": "red", "empty": "yellow", "skipped": "dim", "warn": "yellow", "missing": "red"}
+from balnmp_cache.sorting import natural_key
+
+_STATUS_STYLE = {
+    "ok": "green", "failed": "red", "empty": "yellow", "skipped": "dim", "warn": "yellow", "missing": "red"
+}  # fmt: skip
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -21,12 +26,23 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def demo_summary(summary: Any) -> Text:
+    """One line: patients per class and split, slides written, where and how long."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary.class_counts.items())
+    splits = ", ".join(f"{k} {v}" for k, v in summary.split_counts.items())
+    return Text(
+        f"demo cohort: {summary.n_patients} patients ({counts}; {splits}), "
+        f"{summary.n_slides_jpeg} JPEG + {summary.n_slides_tiff} pyramidal slides in {summary.root} "
+        f"({summary.seconds:.1f} s)"
+    )
+
+
 def extract_summary(result: Any) -> Group:
     """Per-slide rows that did not simply succeed, then the totals."""
     table = Table(title=f"extract → {result.cache_dir}", title_justify="left")
     for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
         table.add_column(col, overflow="fold")
-    rows = sorted(result.rows, key=lambda r: (r.status == "ok", r.slide_id))
+    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
     problems = [r for r in rows if r.status != "ok"]
     shown = problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))]
     for row in shown[:50]:
@@ -39,9 +55,10 @@ def extract_summary(result: Any) -> Group:
     rate = result.n_patches / result.seconds if result.seconds else 0.0
     busy = f", {result.n_busy} left to another extract process" if result.n_busy else ""
     totals = Text(
-        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, {result.n_failed} failed{busy}; "
-        f"{result.n_patches} patches in {result.seconds:.1f} s = {rate:.1f} patches/s end to end "
-        f"(reading {result.read_seconds:.1f} s on the reader thread, overlapped with encoding {result.compute_seconds:.1f} s)",
+        f"slides: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
+        f"{result.n_failed} failed{busy}; {result.n_patches} patches in {result.seconds:.1f} s = {rate:.1f} patches/s "
+        f"end to end (reading {result.read_seconds:.1f} s on the reader thread, overlapped with encoding "
+        f"{result.compute_seconds:.1f} s)",
         style="bold red" if result.exit_code else "bold",
     )
     return Group(table, totals)
@@ -83,6 +100,59 @@ def predict_summary(result: Any) -> Group:
     return Group(table, Text(f"written to {result.out}"))
 
 
+_SPLIT_SHORT = {"train": "T", "val": "V", "test": "I-T"}
+
+
+def report_table(result: Any) -> Table:
+    """Headline metrics per run × split × rule: AUC with its interval, ACC, SENS, SPEC.
+
+    Test rows are bold; runs with a random encoder are marked in red. Full intervals are in ``report.md``.
+    """
+    from balnmp_cache.report.render import fmt_estimate, fmt_value
+
+    level = f"{100 * (1 - result.alpha):g}% CI"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        title=f"balnmp-cache report: {result.out}",
+        caption=f"T = train, V = val, I-T = test; intervals of every metric in {result.out / 'report.md'}",
+    )
+    table.add_column("Run", overflow="fold", min_width=8)
+    for column in ("Split", "Threshold"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column(f"AUC ({level})", justify="right", no_wrap=True, min_width=20)
+    for column in ("ACC", "SENS", "SPEC"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def run_cell(name: str) -> Text:
+        if name in result.random_weight_runs:
+            return Text(f"{name} ⚠ random encoder", style="bold red")
+        return Text(name)
+
+    for r in result.metrics:
+        rule = "0.5" if r["threshold_rule"] == "0.5" else f"youden {r['threshold']:.3f}"
+        table.add_row(
+            run_cell(r["run"]), _SPLIT_SHORT[r["split"]], rule, str(r["n"]),
+            fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_value(r[m]) for m in ("acc", "sens", "spec")),
+            style="bold" if r["split"] == "test" else None,
+        )  # fmt: skip
+    for r in result.multiclass:
+        table.add_row(
+            run_cell(r["run"]), _SPLIT_SHORT[r["split"]], "argmax", str(r["n"]),
+            f"{fmt_value(r['macro_auc'])} (macro)", fmt_value(r["acc"]), "–", "–",
+            style="bold" if r["split"] == "test" else None,
+        )  # fmt: skip
+    return table
+
+
+def report_summary(result: Any) -> Group:
+    """The headline table, one line per warning, and where the report went."""
+    warnings = [Text.assemble(("warning:", "bold yellow"), " ", warning) for warning in result.warnings]
+    return Group(report_table(result), *warnings, Text(f"report written to {result.out}"))
+
+
 def verify_summary(cache_dir: Path, problems: Sequence[Any]) -> Group | Text:
     if not problems:
         return Text(f"{cache_dir}: no problems found", style="bold green")
@@ -99,5 +169,6 @@ def doctor_table(checks: Sequence[Any]) -> Table:
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(Text(c.name), Text(c.status, style=_STATUS_STYLE.get(c.status, "green")), Text(c.detail), Text(c.fix or ""))
+        status = Text(c.status, style=_STATUS_STYLE.get(c.status, "green"))
+        table.add_row(Text(c.name), status, Text(c.detail), Text(c.fix or ""))
     return table

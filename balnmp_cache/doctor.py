@@ -92,9 +92,8 @@ def _reader_checks() -> list[Check]:
     checks = []
     for name, state in available_backends().items():
         ok = state.startswith("ok")
-        checks.append(
-            Check(f"reader: {name}", "ok" if ok else "missing", state, "" if ok else fixes.get(name, ""), required=name == "pil")
-        )
+        fix = "" if ok else fixes.get(name, "")
+        checks.append(Check(f"reader: {name}", "ok" if ok else "missing", state, fix, required=name == "pil"))
     return checks
 
 
@@ -117,12 +116,29 @@ def _weights_checks() -> list[Check]:
     return checks
 
 
+def _heads_check() -> Check:
+    """The registered MIL heads: the valid values of ``--head`` (listing them imports torch)."""
+    try:
+        from balnmp_cache.mil import list_heads
+    except ImportError as err:
+        return Check("MIL heads", "missing", str(err), "make install", required=True)
+    return Check("MIL heads", "ok", ", ".join(list_heads()))
+
+
 def _disk_check(path: Path) -> Check:
     free_gib = shutil.disk_usage(path).free / 2**30
     status: Status = "ok" if free_gib > 10 else "warn"
-    return Check("disk", status, f"{free_gib:.1f} GiB free at {path.resolve()}", "" if status == "ok" else "a BCNB cache of 25,088-d features needs ~4 GB")
+    fix = "" if status == "ok" else "a BCNB cache of 25,088-d features needs ~4 GB"
+    return Check("disk", status, f"{free_gib:.1f} GiB free at {path.resolve()}", fix)
 
 
 def run_checks(cwd: Path | None = None) -> list[Check]:
     """Run every check; never raises."""
-    return [*_package_checks(), _gpu_check(), *_reader_checks(), *_weights_checks(), _disk_check(cwd or Path.cwd())]
+    return [
+        *_package_checks(),
+        _gpu_check(),
+        *_reader_checks(),
+        *_weights_checks(),
+        _heads_check(),
+        _disk_check(cwd or Path.cwd()),
+    ]

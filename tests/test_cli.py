@@ -1,4 +1,4 @@
-"""The CLI surface: fast help, every subcommand listed, user errors without tracebacks."""
+"""The CLI surface: fast help, every subcommand listed, flags generated from the configs, user errors in one line."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
+import typing
+from pathlib import Path
 
+import numpy as np
+import pytest
+import typer.main
 from typer.testing import CliRunner
 
-from balnmp_cache.cli import app
+from balnmp_cache.cli import STAGES, app
+
+from .report.conftest import binary_scores, run_json, synthetic_labels, write_predictions
 
 SUBCOMMANDS = ("demo-data", "extract", "train", "ablate", "report", "predict", "verify", "doctor")
 
@@ -25,7 +33,8 @@ def test_help_is_fast_and_imports_nothing_heavy():
     code = (
         "import sys, time; t = time.perf_counter();"
         "from balnmp_cache.cli import app;"
-        "heavy = [m for m in ('torch', 'h5py', 'zarr', 'pandas', 'matplotlib', 'cucim', 'openslide') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'h5py', 'zarr', 'pandas', 'matplotlib', 'cucim', 'openslide')"
+        " if m in sys.modules];"
         "print(heavy, time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -46,10 +55,206 @@ def test_unknown_config_key_fails_cleanly(tmp_path):
 
 def test_doctor_reports_readers_weights_and_fixes():
     env = {**os.environ, "COLUMNS": "400"}
-    result = subprocess.run([sys.executable, "-m", "balnmp_cache.cli", "doctor"], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-m", "balnmp_cache.cli", "doctor"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
     assert "ok" in lines["reader: pil"]
     assert "available offline" in lines["weights: efficientnet_lite0"]
     assert "GPU" in lines
+    from balnmp_cache.mil import list_heads
+
+    assert all(name in lines["MIL heads"] for name in list_heads())  # the valid values of train --head
     if "missing" in lines.get("timm", ""):
         assert "balnmp-cache[timm]" in lines["timm"]  # install hints survive rendering
+
+
+# --- the stage commands are generated from their configuration fields -------------------------------
+
+# Every flag and argument each command had before its options were generated from the configs ...
+TODAY = {
+    "extract": {
+        "sources", "--out", "--encoder", "--mode", "--weights", "--patch-px", "--target-mpp", "--magnification",
+        "--slide-mpp", "--format", "--dtype", "--skip-errors", "--no-skip-errors", "--force", "--prefer",
+        "--patch-filter", "--white-ratio-max", "--background-max", "--min-tissue", "--seed", "--precision",
+        "--batch-size", "--num-workers", "--device", "--config", "-c", "--verbose", "-v",
+    },
+    "train": {
+        "--cache", "--cohort", "--task", "--head", "--clinical", "--no-clinical", "--bag-size", "--bags-per-slide",
+        "--epochs", "--seed", "--split", "--official-json", "--bags", "--device", "--precision", "--threads", "--out",
+        "--config", "-c", "--verbose", "-v",
+    },
+    "report": {"paths", "--out", "--clinical", "--config", "-c", "--verbose", "-v"},
+    "predict": {"run_dir", "sources", "--cohort", "--top-k", "--out", "--verbose", "-v"},
+    "ablate": {"grid", "--out", "--verbose", "-v"},
+}
+# ... and the ones that every remaining field brought with it.
+ADDED = {
+    "extract": {"--no-force"},
+    "train": {
+        "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
+        "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
+        "--split-seed",
+    },
+    "report": {
+        "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
+    },
+    "predict": set(),
+    "ablate": {"--group", "--no-group"},
+}  # fmt: skip
+
+
+def _command(name: str):
+    return typer.main.get_command(app).commands[name]
+
+
+def _flags(name: str) -> set[str]:
+    names = set()
+    for param in _command(name).params:
+        names |= {param.name} if param.param_type_name == "argument" else {*param.opts, *param.secondary_opts}
+    return names
+
+
+def _stage(name: str):
+    return next(stage for stage in STAGES if stage.name == name)
+
+
+def _help_lines(command: str) -> dict[str, str]:
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    entries: dict[str, str] = {}
+    for line in result.output.splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0]
+            entries[flag] = line
+        elif line.startswith("    ") and entries:
+            entries[flag] += " " + line.strip()  # help set under a long flag
+    return entries
+
+
+@pytest.mark.parametrize("command", sorted(TODAY))
+def test_each_stage_command_keeps_todays_flags_and_adds_only_its_other_fields(command):
+    assert TODAY[command] <= _flags(command)
+    assert _flags(command) == TODAY[command] | ADDED[command]
+
+
+def _literal_choices(annotation) -> tuple:
+    """The values of a ``Literal`` anywhere in ``annotation`` (``Literal[...] | None``, ``list[Literal[...]]``)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(value for arg in typing.get_args(annotation) for value in _literal_choices(arg))
+
+
+def _shown_default(name: str, info) -> str | None:
+    default = info.get_default(call_default_factory=True)
+    if default is None or default == []:
+        return None
+    if isinstance(default, bool):
+        return ("" if default else "no-") + name.replace("_", "-")
+    if isinstance(default, list):
+        return ", ".join(map(str, default))
+    return str(default)
+
+
+@pytest.mark.parametrize("command", sorted(TODAY))
+def test_help_shows_each_fields_description_default_and_choices(command):
+    stage = _stage(command)
+    lines = _help_lines(command)
+    options = [n for n in stage.fields.names() if n not in stage.fields.arguments]
+    assert options
+    for name in options:
+        info = stage.fields.model.model_fields[name]
+        line = lines["--" + name.replace("_", "-")]
+        assert stage.fields.help.get(name, info.description) in line
+        shown = _shown_default(name, info)
+        assert (f"[default: {shown}]" in line) if shown else "[default:" not in line, line
+        choices = _literal_choices(info.annotation)
+        if choices:
+            assert "<" + "|".join(choices) + ">" in line
+
+
+def test_head_choices_come_from_the_registry_when_a_head_is_given():
+    from balnmp_cache.mil import list_heads
+
+    assert "gated_abmil" not in _help_lines("train")["--head"]  # --help stays torch-free: no list there
+    result = CliRunner().invoke(app, ["train", "--head", "gated_abmil_typo"])
+    assert result.exit_code == 2
+    (error,) = [line for line in result.output.splitlines() if "gated_abmil_typo" in line]
+    assert "--head" in error and all(name in error for name in list_heads())
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "choices"),
+    [
+        (["extract", "--mode", "mean"], "--mode", ("avg", "max", "flatten")),
+        (["train", "--split", "random"], "--split", ("bcnb", "official", "kfold")),
+        (["report", "--thresholds", "0.5", "--thresholds", "0.7"], "--thresholds", ("0.5", "youden")),
+    ],
+)
+def test_an_invalid_choice_is_one_line_naming_the_valid_ones(args, flag, choices):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert flag in error and all(repr(choice) in error for choice in choices), error
+
+
+def _binary_run(directory: Path, seed: int) -> Path:
+    frame = synthetic_labels(0)
+    p1 = binary_scores(frame["label"].to_numpy(), strength=1.5, seed=seed)
+    return write_predictions(directory, frame, np.column_stack([1 - p1, p1]), run_json=run_json(0))
+
+
+def test_a_given_flag_overrides_the_config_file_and_an_unset_one_does_not(tmp_path):
+    a, b = _binary_run(tmp_path / "runs" / "a", 1), _binary_run(tmp_path / "runs" / "b", 2)
+    config = tmp_path / "report.toml"
+    config.write_text(
+        f'paths = ["{a}", "{b}"]\nout = "{tmp_path / "from_file"}"\nalpha = 0.1\nfigure_formats = ["png"]\n'
+        'thresholds = ["0.5", "youden"]\n'
+    )
+    unset = CliRunner().invoke(app, ["report", "-c", str(config)])
+    assert unset.exit_code == 0, unset.output
+    resolved = tomllib.loads((tmp_path / "from_file" / "config.toml").read_text())
+    assert resolved["alpha"] == 0.1 and resolved["thresholds"] == ["0.5", "youden"]
+    assert resolved["paths"] == [str(a), str(b)]
+
+    given = CliRunner().invoke(
+        app, ["report", "-c", str(config), str(a), "--out", str(tmp_path / "from_flags"), "--alpha", "0.2",
+              "--thresholds", "youden"],
+    )  # fmt: skip
+    assert given.exit_code == 0, given.output
+    resolved = tomllib.loads((tmp_path / "from_flags" / "config.toml").read_text())
+    assert resolved["alpha"] == 0.2 and resolved["thresholds"] == ["youden"] and resolved["paths"] == [str(a)]
+    assert resolved["figure_formats"] == ["png"]  # not given: the file's value
+    assert "95% CI" not in given.output and "80% CI" in given.output
+
+
+@pytest.mark.parametrize(("in_file", "flag", "exit_code"), [(False, "--skip-errors", 1), (True, "--no-skip-errors", 2)])
+def test_bool_flags_override_the_config_file_both_ways(tmp_path, in_file, flag, exit_code):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    config = tmp_path / "extract.toml"
+    config.write_text(
+        f'sources = ["{broken}"]\nout = "{tmp_path / "cache"}"\nweights = "random"\nbatch_size = 4\n'
+        f"skip_errors = {str(in_file).lower()}\nforce = false\n"
+    )
+    result = CliRunner().invoke(app, ["extract", "-c", str(config), flag, "--force"])
+    assert result.exit_code == exit_code, result.output  # 1: the slide is recorded as failed; 2: the run stopped
+    (resolved,) = (tmp_path / "cache").glob("*/config.toml")
+    settings = tomllib.loads(resolved.read_text())
+    assert settings["skip_errors"] is (not in_file) and settings["force"] is True
+
+
+def test_a_field_without_a_command_line_form_must_be_excluded_by_name():
+    from balnmp_cache._cli_options import FieldParameters
+    from balnmp_cache.train.config import TrainConfig
+
+    with pytest.raises(TypeError, match=r"'head_options'.*exclude"):
+        FieldParameters(TrainConfig).parameters()
+    with pytest.raises(ValueError, match="no field"):
+        FieldParameters(TrainConfig, exclude=("head_option",)).names()
+
+
+def test_the_report_config_imports_no_statistics():
+    code = "import sys, balnmp_cache.report.config; print([m for m in ('numpy', 'pandas') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

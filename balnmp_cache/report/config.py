@@ -9,38 +9,55 @@ from pydantic import Field, field_validator
 
 from balnmp_cache.config import StageConfig
 
-__all__ = ["DEFAULT_TABLE1_COLUMNS", "ReportConfig", "ThresholdRule"]
+__all__ = [
+    "DEFAULT_FIGURE_FORMATS",
+    "DEFAULT_TABLE1_COLUMNS",
+    "DEFAULT_THRESHOLDS",
+    "FigureFormat",
+    "ReportConfig",
+    "ThresholdRule",
+]
 
 ThresholdRule = Literal["0.5", "youden"]
 
+FigureFormat = Literal["png", "svg"]
+
+DEFAULT_THRESHOLDS: tuple[ThresholdRule, ...] = ("0.5", "youden")
+DEFAULT_FIGURE_FORMATS: tuple[FigureFormat, ...] = ("png", "svg")
 DEFAULT_TABLE1_COLUMNS = ["Tumour Type", "Molecular subtype", "Histological grading"]
 
 
 class ReportConfig(StageConfig):
-    """Settings of ``balnmp-cache report``.
+    """Settings of ``balnmp-cache report``: keys of ``stages/report.toml`` and ``--flags`` of the CLI.
 
-    Attributes:
-        paths: run directories or ``predictions.csv`` files (the ``PATH...`` arguments).
-        out: output directory (``--out``).
-        clinical: the cohort (BCNB root or CSV) for subgroups and Table 1 (``--clinical``); ``None`` skips them.
-        alpha: 1 - confidence level of every interval (0.05 gives 95% intervals).
-        thresholds: threshold rules, each reported separately: ``"0.5"`` (the official code, score >= 0.5
-            is positive) and ``"youden"`` (Youden-optimal on the val split, applied to every split).
-        age_cutoff: age subgroups are ``<= age_cutoff`` and ``> age_cutoff`` (years).
-        t_stage_cutoff_cm: T1 is a tumour size ``<= t_stage_cutoff_cm``, T2 is larger (cm).
-        figure_formats: file formats of the figures; the HTML report embeds PNGs either way.
-        table1_columns: extra categorical cohort columns summarised in Table 1 when present.
+    ``paths`` are the ``PATH...`` arguments; every other field is the flag of the same name.
     """
 
-    paths: list[Path] = Field(default_factory=list)
-    out: Path = Path("out/report")
-    clinical: Path | None = None
-    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
-    thresholds: list[ThresholdRule] = Field(default_factory=lambda: ["0.5", "youden"], min_length=1)
-    age_cutoff: float = Field(default=50.0, gt=0.0)
-    t_stage_cutoff_cm: float = Field(default=2.0, gt=0.0)
-    figure_formats: list[Literal["png", "svg"]] = Field(default_factory=lambda: ["png", "svg"], min_length=1)
-    table1_columns: list[str] = Field(default_factory=lambda: list(DEFAULT_TABLE1_COLUMNS))
+    paths: list[Path] = Field(default_factory=list, description="run directories or predictions.csv files")
+    out: Path = Field(Path("out/report"), description="folder for the report")
+    clinical: Path | None = Field(
+        None, description="cohort (BCNB root or CSV) for subgroups and Table 1; without it they are skipped"
+    )
+    alpha: float = Field(
+        0.05, gt=0.0, lt=0.5, description="1 - confidence level of every interval (0.05 gives 95% intervals)"
+    )
+    thresholds: list[ThresholdRule] = Field(
+        default_factory=lambda: list(DEFAULT_THRESHOLDS),
+        min_length=1,
+        description="threshold rules, each reported separately: '0.5' (the official code, score >= 0.5 is "
+        "positive) and 'youden' (Youden-optimal on the val split, applied to every split)",
+    )
+    age_cutoff: float = Field(50.0, gt=0.0, description="age subgroups are <= and > this age (years)")
+    t_stage_cutoff_cm: float = Field(2.0, gt=0.0, description="T1 is a tumour size <= this (cm), T2 is larger")
+    figure_formats: list[FigureFormat] = Field(
+        default_factory=lambda: list(DEFAULT_FIGURE_FORMATS),
+        min_length=1,
+        description="file formats of the figures; the HTML report embeds PNGs either way",
+    )
+    table1_columns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TABLE1_COLUMNS),
+        description="extra categorical cohort columns summarised in Table 1 when present",
+    )
 
     @field_validator("thresholds", mode="before")
     @classmethod

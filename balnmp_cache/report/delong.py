@@ -125,6 +125,7 @@ def unpaired_auc_test(auc_a: float | None, se_a: float | None, auc_b: float | No
     if auc_a is None or auc_b is None:
         return AucTest(auc_a, auc_b, None, None, "an AUC is undefined (a group has one class): no test")
     if se_a is None or se_b is None:
-        return AucTest(auc_a, auc_b, None, None, "a DeLong SE is undefined (fewer than 2 positives or negatives): no test")
+        undefined = "a DeLong SE is undefined (fewer than 2 positives or negatives): no test"
+        return AucTest(auc_a, auc_b, None, None, undefined)
     z, p, note = _z_test(auc_a - auc_b, se_a**2 + se_b**2)
     return AucTest(auc_a, auc_b, z, p, note)

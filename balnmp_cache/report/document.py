@@ -25,7 +25,9 @@ Record = Mapping[str, Any]
 
 _FALLBACK_MARK = "†"
 _RANDOM_MARK = " ⚠ random encoder"
-_METRIC_COLUMNS = ["n", "TP/FP/TN/FN", "AUC (exact binomial CI)", "AUC (DeLong CI)", "ACC", "SENS", "SPEC", "PPV", "NPV"]
+_METRIC_COLUMNS = [
+    "n", "TP/FP/TN/FN", "AUC (exact binomial CI)", "AUC (DeLong CI)", "ACC", "SENS", "SPEC", "PPV", "NPV"
+]  # fmt: skip
 _PV_NOTE = (
     f"PPV/NPV intervals: standard logit (Mercaldo 2007); {_FALLBACK_MARK} marks the Clopper-Pearson fallback "
     "used where the logit is undefined (a predictive value of 0 or 1)."
@@ -48,7 +50,8 @@ def _run(name: str, flagged: Collection[str]) -> str:
 
 
 def _split(record: Record) -> str:
-    return SPLIT_LABELS.get(record["split"], record["split"])
+    split = str(record["split"])
+    return SPLIT_LABELS.get(split, split)
 
 
 def _where(record: Record) -> str:
@@ -170,7 +173,13 @@ def subgroups_section(
         if not chosen:
             continue
         rows = [
-            [_run(r["run"], flagged), SUBGROUP_TITLES[r["variable"]], r["level"], *_metric_cells(r), fmt_p(r["p_value"])]
+            [
+                _run(r["run"], flagged),
+                SUBGROUP_TITLES[r["variable"]],
+                r["level"],
+                *_metric_cells(r),
+                fmt_p(r["p_value"]),
+            ]
             for r in chosen
         ]
         note = _notes(chosen, [*warnings, _PV_NOTE])
@@ -181,7 +190,13 @@ def subgroups_section(
 def multiclass_section(records: Sequence[Record], *, alpha: float, flagged: Collection[str] = ()) -> Section:
     """Macro AUC and accuracy, then per-class AUC, precision and recall of the multi-class runs."""
     overall = [
-        [_run(r["run"], flagged), _split(r), str(r["n"]), fmt_value(r["macro_auc"]), fmt_estimate(r["acc"], r["acc_ci"])]
+        [
+            _run(r["run"], flagged),
+            _split(r),
+            str(r["n"]),
+            fmt_value(r["macro_auc"]),
+            fmt_estimate(r["acc"], r["acc_ci"]),
+        ]
         for r in records
     ]
     per_class = [

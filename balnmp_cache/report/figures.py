@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from balnmp_cache.fsio import atomic_path, atomic_write_bytes
 from balnmp_cache.report.compare import group_runs
 from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions
 from balnmp_cache.report.render import FigureBlock
@@ -81,7 +82,9 @@ def roc_figure(curves: Sequence[RocCurve], *, title: str) -> Figure:
     return fig
 
 
-def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], *, classes: Sequence[str], title: str, ncols: int) -> Figure:
+def confusion_figure(
+    panels: Sequence[tuple[str, np.ndarray]], *, classes: Sequence[str], title: str, ncols: int
+) -> Figure:
     """A grid of confusion matrices (rows: true class, columns: predicted class).
 
     Args:
@@ -117,7 +120,7 @@ def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], *, classes: Seque
 
 
 def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str]) -> tuple[list[Path], bytes]:
-    """Write ``fig`` as ``directory/stem.<fmt>`` for each format and return the paths and PNG bytes.
+    """Write ``fig`` as ``directory/stem.<fmt>`` for each format (atomically) and return the paths and PNG bytes.
 
     The PNG bytes are returned even when PNG files are not requested, for embedding in the HTML report.
     """
@@ -128,9 +131,10 @@ def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str])
     for fmt in formats:
         path = directory / f"{stem}.{fmt}"
         if fmt == "png":
-            path.write_bytes(png)
+            atomic_write_bytes(path, png)
         else:
-            fig.savefig(path, format=fmt, metadata={"Date": None})
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, metadata={"Date": None})
         paths.append(path)
     return paths, png
 
@@ -152,7 +156,9 @@ def roc_figures(
             members = [r for r in group if split in r.splits]
             if not members:
                 continue
-            curves = [RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members]
+            curves = [
+                RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members
+            ]
             title = f"ROC, {info.task_name or key}, {SPLIT_LABELS[split]}"
             paths, png = save_figure(roc_figure(curves, title=title), out, f"roc_{safe_stem(key)}_{split}", formats)
             blocks.append(FigureBlock(title, paths, png))

@@ -112,7 +112,9 @@ def _expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def logit_ppv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> CI | None:
+def logit_ppv_ci(
+    *, sens: float, spec: float, prevalence: float, n_pos: int, n_neg: int, alpha: float = 0.05
+) -> CI | None:
     """Standard logit interval of the PPV (Mercaldo, Lau & Zhou 2007, Stat Med 26:2170).
 
     ``logit(PPV) = log(p·Se / ((1-p)(1-Sp)))`` with variance
@@ -132,7 +134,9 @@ def logit_ppv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_n
     return (_expit(centre - half), _expit(centre + half))
 
 
-def logit_npv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> CI | None:
+def logit_npv_ci(
+    *, sens: float, spec: float, prevalence: float, n_pos: int, n_neg: int, alpha: float = 0.05
+) -> CI | None:
     """Standard logit interval of the NPV (Mercaldo, Lau & Zhou 2007).
 
     ``logit(NPV) = log((1-p)·Sp / (p·(1-Se)))`` with variance
@@ -152,7 +156,9 @@ def logit_npv_ci(*, sens: float, spec: float, prevalence: float, n_pos: int, n_n
     return (_expit(centre - half), _expit(centre + half))
 
 
-def predictive_value(kind: Literal["ppv", "npv"], *, tp: int, fp: int, tn: int, fn: int, alpha: float = 0.05) -> Estimate:
+def predictive_value(
+    kind: Literal["ppv", "npv"], *, tp: int, fp: int, tn: int, fn: int, alpha: float = 0.05
+) -> Estimate:
     """PPV or NPV from a confusion matrix, with the logit interval or its Clopper–Pearson fallback.
 
     Args:

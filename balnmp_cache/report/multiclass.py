@@ -70,7 +70,7 @@ def multiclass_metrics(
         notes.append("macro AUC undefined: no class has a defined one-vs-rest AUC")
     acc = proportion(int(np.trace(confusion)), len(labels), alpha=alpha, what="accuracy")
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "macro_auc": float(np.mean(aucs)) if aucs else None,
         "acc": acc.value,
         "acc_ci": list(acc.ci) if acc.ci else None,

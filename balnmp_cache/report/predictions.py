@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balnmp_cache.errors import ReportInputError
+from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -344,10 +345,11 @@ def check_same_patients(a: RunPredictions, b: RunPredictions, split: str) -> Non
     fa, fb = a.split_frame(split), b.split_frame(split)
     ids_a, ids_b = set(fa["patient_id"]), set(fb["patient_id"])
     if ids_a != ids_b:
-        only_a, only_b = sorted(ids_a - ids_b), sorted(ids_b - ids_a)
+        only_a, only_b = sorted(ids_a - ids_b, key=natural_key), sorted(ids_b - ids_a, key=natural_key)
 
         def listed(ids: list[str]) -> str:
-            return ", ".join(ids[:_MAX_LISTED]) + (f" and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else "")
+            more = f" and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else ""
+            return ", ".join(ids[:_MAX_LISTED]) + more
 
         raise ReportInputError(
             f"runs '{a.name}' ({a.path}) and '{b.name}' ({b.path}) are the same task but hold different patients "

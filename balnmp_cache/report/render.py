@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from balnmp_cache.fsio import atomic_write_text
+
 __all__ = [
     "Document",
     "FigureBlock",
@@ -112,9 +114,8 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(data: Any, path: Path) -> Path:
-    """Write ``data`` as indented JSON (never NaN: see :func:`json_safe`)."""
-    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    """Write ``data`` as indented JSON (never NaN: see :func:`json_safe`), atomically."""
+    return atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,7 +133,10 @@ def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_csv(records: Iterable[Mapping[str, Any]], path: Path, *, columns: Sequence[str] | None = None) -> Path:
-    """Write records as a CSV table; ``<name>_ci`` becomes ``<name>_ci_low``/``_high``, ``notes`` is joined by ``; ``."""
+    """Write records as a CSV table, atomically.
+
+    ``<name>_ci`` becomes ``<name>_ci_low``/``_high``; ``notes`` is joined by ``; ``.
+    """
     import pandas as pd
 
     rows = [_flatten(r) for r in records]
@@ -140,8 +144,7 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: Path, *, columns: Sequ
         frame = pd.DataFrame(columns=[k for c in columns for k in _flatten({c: None})])
     else:
         frame = pd.DataFrame(rows)
-    frame.to_csv(path, index=False)
-    return path
+    return atomic_write_text(path, frame.to_csv(index=False))
 
 
 def _md_cell(text: str) -> str:
@@ -216,7 +219,8 @@ def to_html(document: Document) -> str:
                     if len(block.note) > 600:  # long lists of per-row notes fold away under the table
                         head, _, rest = block.note.partition("Notes: ")
                         summary = f"{head}Notes ({rest.count(' | ') + 1})" if rest else "Notes"
-                        parts.append(f'<details class="note"><summary>{esc(summary)}</summary>{esc(block.note)}</details>')
+                        folded = f"<summary>{esc(summary)}</summary>{esc(block.note)}"
+                        parts.append(f'<details class="note">{folded}</details>')
                     else:
                         parts.append(f'<p class="note">{esc(block.note)}</p>')
             else:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.fsio import atomic_write_text
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.report import document
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, evaluate_binary
@@ -24,7 +25,6 @@ from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.table import Table
 
 __all__ = ["ReportResult", "run_report"]
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReportResult:
-    """Everything ``run_report`` computed and wrote.
+    """Everything ``run_report`` computed and wrote (data only; the CLI renders it).
 
     Attributes:
         out: the output directory.
@@ -61,54 +61,6 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     alpha: float = 0.05
 
-    def console_table(self) -> Table:
-        """Headline metrics per run × split × rule for the terminal: AUC with its interval, ACC, SENS, SPEC.
-
-        Test rows are bold; runs with a random encoder are marked in red. Full intervals are in ``report.md``.
-        """
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
-
-        from balnmp_cache.report.render import fmt_estimate, fmt_value
-
-        short = {"train": "T", "val": "V", "test": "I-T"}
-        level = f"{100 * (1 - self.alpha):g}% CI"
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            collapse_padding=True,
-            pad_edge=False,
-            title=f"balnmp-cache report: {self.out}",
-            caption=f"T = train, V = val, I-T = test; intervals of every metric in {self.out / 'report.md'}",
-        )
-        table.add_column("Run", overflow="fold", min_width=8)
-        table.add_column("Split", no_wrap=True)
-        table.add_column("Threshold", no_wrap=True)
-        table.add_column("n", justify="right", no_wrap=True)
-        table.add_column(f"AUC ({level})", justify="right", no_wrap=True, min_width=20)
-        for column in ("ACC", "SENS", "SPEC"):
-            table.add_column(column, justify="right", no_wrap=True)
-
-        def run_cell(name: str) -> Text:
-            if name in self.random_weight_runs:
-                return Text(f"{name} ⚠ random encoder", style="bold red")
-            return Text(name)
-
-        for r in self.metrics:
-            rule = "0.5" if r["threshold_rule"] == "0.5" else f"youden {r['threshold']:.3f}"
-            table.add_row(
-                run_cell(r["run"]), short[r["split"]], rule, str(r["n"]),
-                fmt_estimate(r["auc"], r["auc_ci"]), *(fmt_value(r[m]) for m in ("acc", "sens", "spec")),
-                style="bold" if r["split"] == "test" else None,
-            )
-        for r in self.multiclass:
-            table.add_row(
-                run_cell(r["run"]), short[r["split"]], "argmax", str(r["n"]),
-                f"{fmt_value(r['macro_auc'])} (macro)", fmt_value(r["acc"]), "–", "–",
-                style="bold" if r["split"] == "test" else None,
-            )
-        return table
-
 
 def _prediction_splits(runs: Sequence[RunPredictions]) -> pd.Series:
     """Split per patient id as the runs' predictions give it (the first run that has the patient wins)."""
@@ -122,6 +74,62 @@ def _load_cohort_table(path: Path) -> pd.DataFrame:
     from balnmp_cache.cohort import load_cohort
 
     return load_cohort(path).table
+
+
+def _flag_random_encoders(result: ReportResult, runs: Sequence[RunPredictions]) -> None:
+    for run in runs:
+        if run.info.random_weights:
+            result.random_weight_runs.append(run.name)
+            result.warnings.append(
+                f"run {run.name} uses features from a randomly initialised encoder "
+                f"({run.info.encoder or 'encoder unknown'}, weights = random): its metrics say nothing about the method"
+            )
+
+
+def _evaluate(
+    result: ReportResult, runs: Sequence[RunPredictions], *, config: ReportConfig
+) -> dict[str, dict[str, Threshold]]:
+    """Fill the binary, multi-class and comparison records of ``result``; return each run's thresholds."""
+    result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
+    for name, by_rule in thresholds.items():
+        if "youden" in by_rule and by_rule["youden"].fell_back:
+            result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
+    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
+    result.comparisons = compare_runs(runs)
+    return thresholds
+
+
+def _figures(result: ReportResult, runs: Sequence[RunPredictions], *, formats: Sequence[str]) -> list[FigureBlock]:
+    """Write the ROC and confusion figures into ``result.out`` and record their files."""
+    figures = roc_figures(runs, result.metrics, out=result.out, formats=formats)
+    figures += confusion_figures(runs, result.metrics, result.multiclass, out=result.out, formats=formats)
+    result.files.update({path.name: path for block in figures for path in block.files})
+    return figures
+
+
+def _cohort_records(
+    result: ReportResult,
+    runs: Sequence[RunPredictions],
+    cohort: pd.DataFrame,
+    thresholds: dict[str, dict[str, Threshold]],
+    *,
+    config: ReportConfig,
+) -> tuple[list[str], list[str]]:
+    """Fill the subgroups and Table 1 of ``result``; return their warnings (also added to ``result``)."""
+    result.subgroups, subgroup_warnings = subgroup_records(
+        runs,
+        cohort,
+        thresholds=thresholds,
+        alpha=config.alpha,
+        age_cutoff=config.age_cutoff,
+        t_stage_cutoff_cm=config.t_stage_cutoff_cm,
+    )
+    groups = cohort_groups(cohort, fallback=_prediction_splits(runs))
+    result.table1, table1_warnings = table1(
+        cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
+    )
+    result.warnings += subgroup_warnings + table1_warnings
+    return subgroup_warnings, table1_warnings
 
 
 def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
@@ -157,7 +165,8 @@ def _document(
     doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
     doc.sections.append(document.runs_section(runs))
     if result.metrics:
-        doc.sections.append(document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged))
+        metrics = document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged)
+        doc.sections.append(metrics)
         doc.sections.append(document.comparisons_section(result.comparisons, flagged=flagged))
     if result.multiclass:
         doc.sections.append(document.multiclass_section(result.multiclass, alpha=alpha, flagged=flagged))
@@ -212,57 +221,27 @@ def run_report(
 
     runs = load_runs(paths)
     result = ReportResult(out=out, runs=[r.name for r in runs], alpha=config.alpha)
-    for run in runs:
-        if run.info.random_weights:
-            result.random_weight_runs.append(run.name)
-            result.warnings.append(
-                f"run {run.name} uses features from a randomly initialised encoder "
-                f"({run.info.encoder or 'encoder unknown'}, weights = random): its metrics say nothing about the method"
-            )
+    _flag_random_encoders(result, runs)
     emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
 
-    result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
-    for name, by_rule in thresholds.items():
-        if "youden" in by_rule and by_rule["youden"].fell_back:
-            result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
-    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
-    result.comparisons = compare_runs(runs)
+    thresholds = _evaluate(result, runs, config=config)
     emit(progress, "advance", "report", steps=1)
 
     if cohort is None and config.clinical is not None:
         cohort = _load_cohort_table(Path(config.clinical))
-    cohort_warnings = None
-    if cohort is not None:
-        result.subgroups, subgroup_warnings = subgroup_records(
-            runs,
-            cohort,
-            thresholds=thresholds,
-            alpha=config.alpha,
-            age_cutoff=config.age_cutoff,
-            t_stage_cutoff_cm=config.t_stage_cutoff_cm,
-        )
-        groups = cohort_groups(cohort, fallback=_prediction_splits(runs))
-        result.table1, table1_warnings = table1(
-            cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
-        )
-        result.warnings += subgroup_warnings + table1_warnings
-        cohort_warnings = (subgroup_warnings, table1_warnings)
+    cohort_warnings = None if cohort is None else _cohort_records(result, runs, cohort, thresholds, config=config)
     emit(progress, "advance", "report", steps=1)
 
-    figures = roc_figures(runs, result.metrics, out=out, formats=config.figure_formats)
-    figures += confusion_figures(runs, result.metrics, result.multiclass, out=out, formats=config.figure_formats)
-    result.files.update({path.name: path for block in figures for path in block.files})
+    figures = _figures(result, runs, formats=config.figure_formats)
     emit(progress, "advance", "report", steps=1, info={"figures": len(figures)})
 
     _write_tables(result, with_cohort=cohort is not None)
     emit(progress, "advance", "report", steps=1)
 
     doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
-    result.files["report.md"] = out / "report.md"
-    result.files["report.md"].write_text(to_markdown(doc, out), encoding="utf-8")
-    result.files["report.html"] = out / "report.html"
-    result.files["report.html"].write_text(to_html(doc), encoding="utf-8")
-    result.files["config.toml"] = save_resolved(config, out)
+    result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
+    result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
+    result.files["config.toml"] = save_resolved(config, out)  # atomic too
     emit(progress, "advance", "report", steps=1)
     emit(progress, "end", "report")
     for warning in result.warnings:

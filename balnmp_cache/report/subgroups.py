@@ -15,20 +15,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, binary_metrics
-from balnmp_cache.report.delong import delong_se, unpaired_auc_test
+from balnmp_cache.report.delong import AucTest, delong_se, unpaired_auc_test
 from balnmp_cache.report.predictions import RunPredictions
+from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "subgroup_levels", "subgroup_records"]
+__all__ = ["SUBGROUP_KEYS", "SUBGROUP_TITLES", "receptor_status", "split_at", "subgroup_levels", "subgroup_records"]
 
 log = logging.getLogger(__name__)
 
 SUBGROUP_TITLES = {"age": "Age", "t_stage": "T stage", "er": "ER", "pr": "PR", "her2": "HER2"}
 _RUN_KEYS = ("run", "split", "threshold_rule", "threshold", "threshold_note", "notes")
 _METRIC_PART = tuple(k for k in METRIC_KEYS if k not in _RUN_KEYS)
-SUBGROUP_KEYS = ("run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes")
+SUBGROUP_KEYS = (
+    "run", "split", "threshold_rule", "threshold", "variable", "level", *_METRIC_PART, "z", "p_value", "notes"
+)  # fmt: skip
 """Keys of a subgroup record (``subgroups.json`` / ``subgroups.csv``)."""
 
 
@@ -36,6 +39,22 @@ def receptor_status(values: pd.Series) -> pd.Series:
     """``Positive``/``Negative`` (any case, surrounding spaces ignored); anything else becomes missing."""
     normal = values.astype("string").str.strip().str.lower()
     return normal.map({"positive": "Positive", "negative": "Negative"}).astype(object)
+
+
+def split_at(values: pd.Series, cutoff: float, names: tuple[str, str], *, index: pd.Index) -> pd.Series:
+    """``names[0]`` where a value is ``<= cutoff``, ``names[1]`` above it, ``None`` where it is missing.
+
+    Args:
+        values: numbers (anything else counts as missing), one per patient.
+        cutoff: the boundary, in the unit of ``values``.
+        names: the two level names.
+        index: the patient ids of the result.
+    """
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    levels = pd.Series(np.where(numbers <= cutoff, *names), index=index, dtype=object)
+    return levels.where(~np.isnan(numbers), None)
 
 
 def subgroup_levels(
@@ -58,15 +77,11 @@ def subgroup_levels(
     out: dict[str, tuple[pd.Series, tuple[str, str]]] = {}
     index = cohort.index.astype(str)
     if "age" in cohort:
-        age = pd.to_numeric(cohort["age"], errors="coerce").to_numpy()
         names = (f"<= {age_cutoff:g} y", f"> {age_cutoff:g} y")
-        levels = np.where(np.isnan(age), None, np.where(age <= age_cutoff, *names))
-        out["age"] = (pd.Series(levels, index=index, dtype=object), names)
+        out["age"] = (split_at(cohort["age"], age_cutoff, names, index=index), names)
     if "tumour_size_cm" in cohort:
-        size = pd.to_numeric(cohort["tumour_size_cm"], errors="coerce").to_numpy()
         names = (f"T1 (<= {t_stage_cutoff_cm:g} cm)", f"T2 (> {t_stage_cutoff_cm:g} cm)")
-        levels = np.where(np.isnan(size), None, np.where(size <= t_stage_cutoff_cm, *names))
-        out["t_stage"] = (pd.Series(levels, index=index, dtype=object), names)
+        out["t_stage"] = (split_at(cohort["tumour_size_cm"], t_stage_cutoff_cm, names, index=index), names)
     for column in ("er", "pr", "her2"):
         if column in cohort:
             levels = receptor_status(cohort[column]).to_numpy()
@@ -78,6 +93,61 @@ def _empty_metrics() -> dict[str, Any]:
     record: dict[str, Any] = {key: None for key in _METRIC_PART}
     record.update({"n": 0, "tp": 0, "fp": 0, "tn": 0, "fn": 0})
     return record
+
+
+def _level_test(labels: np.ndarray, scores: np.ndarray, masks: Sequence[np.ndarray]) -> AucTest:
+    """DeLong test of the AUC difference between two levels (undefined where a level lacks a class)."""
+    tests: list[tuple[float | None, float | None]] = []
+    for mask in masks:
+        if mask.any() and 0 < labels[mask].sum() < mask.sum():
+            tests.append(delong_se(scores[mask], labels[mask]))
+        else:
+            tests.append((None, None))
+    (auc_a, se_a), (auc_b, se_b) = tests
+    return unpaired_auc_test(auc_a, se_a, auc_b, se_b)
+
+
+def _variable_records(
+    where: Mapping[str, Any],
+    level_of: np.ndarray,
+    names: tuple[str, str],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    thresholds: Mapping[str, Threshold],
+    *,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """One record per threshold rule and level of one variable of one run.
+
+    Args:
+        where: ``run``, ``split`` and ``variable`` of the records.
+        level_of: ``(n,)`` level name of each patient, ``None``/NaN where unknown.
+        names: the two level names.
+        labels, scores: ``(n,)`` 0/1 labels and class-1 probabilities.
+        thresholds: ``{rule: Threshold}`` of the run.
+        alpha: 1 - confidence level.
+    """
+    import pandas as pd
+
+    masks = [level_of == name for name in names]
+    test = _level_test(labels, scores, masks)
+    n_unknown = int(pd.isna(level_of).sum())
+    records = []
+    for rule, cut in thresholds.items():
+        for name, mask in zip(names, masks, strict=True):
+            if mask.any():
+                metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
+            else:
+                metrics = {**_empty_metrics(), "notes": ["no patients in this subgroup: every metric undefined"]}
+            notes = list(metrics["notes"])
+            if test.note:
+                notes.append(f"subgroup test: {test.note}")
+            if n_unknown:
+                notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[where['variable']]} left out")
+            record = {**metrics, **where, "threshold_rule": rule, "threshold": cut.value}
+            record.update(level=name, z=test.z, p_value=test.p_value, notes=notes)
+            records.append({key: record.get(key) for key in SUBGROUP_KEYS})
+    return records
 
 
 def subgroup_records(
@@ -105,8 +175,6 @@ def subgroup_records(
         levels and repeat on both rows) and warnings (patients missing from the cohort, variables
         the cohort lacks).
     """
-    import pandas as pd
-
     warnings: list[str] = []
     variables = subgroup_levels(cohort, age_cutoff=age_cutoff, t_stage_cutoff_cm=t_stage_cutoff_cm)
     lacking = [SUBGROUP_TITLES[v] for v in SUBGROUP_TITLES if v not in variables]
@@ -119,7 +187,7 @@ def subgroup_records(
         frame = run.split_frame(split)
         ids = frame["patient_id"].astype(str).to_numpy()
         labels, scores = frame["label"].to_numpy(dtype=int), frame["p_1"].to_numpy(dtype=np.float64)
-        unknown = sorted(set(ids) - set(cohort.index.astype(str)))
+        unknown = sorted(set(ids) - set(cohort.index.astype(str)), key=natural_key)
         if unknown:
             warnings.append(
                 f"run {run.name}: {len(unknown)} {split} patient(s) are not in the cohort and are left out of the "
@@ -127,28 +195,6 @@ def subgroup_records(
             )
         for variable, (levels, names) in variables.items():
             level_of = levels[~levels.index.duplicated()].reindex(ids).to_numpy()
-            parts, tests = [], []
-            for name in names:
-                mask = level_of == name
-                parts.append(mask)
-                if mask.any() and 0 < labels[mask].sum() < mask.sum():
-                    tests.append(delong_se(scores[mask], labels[mask]))
-                else:
-                    tests.append((None, None))
-            test = unpaired_auc_test(tests[0][0], tests[0][1], tests[1][0], tests[1][1])
-            n_unknown = int(pd.isna(level_of).sum())
-            for rule, cut in thresholds[run.name].items():
-                for name, mask in zip(names, parts, strict=True):
-                    if mask.any():
-                        metrics = binary_metrics(labels[mask], scores[mask], threshold=cut.value, alpha=alpha)
-                    else:
-                        metrics = {**_empty_metrics(), "notes": ["no patients in this subgroup: every metric undefined"]}
-                    notes = list(metrics["notes"])
-                    if test.note:
-                        notes.append(f"subgroup test: {test.note}")
-                    if n_unknown:
-                        notes.append(f"{n_unknown} patient(s) without a known {SUBGROUP_TITLES[variable]} left out")
-                    record = {**metrics, "run": run.name, "split": split, "threshold_rule": rule, "threshold": cut.value}
-                    record.update(variable=variable, level=name, z=test.z, p_value=test.p_value, notes=notes)
-                    records.append({key: record.get(key) for key in SUBGROUP_KEYS})
+            where = {"run": run.name, "split": split, "variable": variable}
+            records += _variable_records(where, level_of, names, labels, scores, thresholds[run.name], alpha=alpha)
     return records, warnings

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from balnmp_cache.report.subgroups import receptor_status
+from balnmp_cache.report.subgroups import receptor_status, split_at
+from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +104,8 @@ def _categorical(name: str, values: pd.Series, group: pd.Series, order: Sequence
     known = values.notna() & group.notna()
     table = pd.crosstab(values[known].astype(str), group[known]).reindex(columns=list(GROUPS), fill_value=0)
     order = list(order or [])
-    levels = [lv for lv in order if lv in table.index] + sorted(lv for lv in table.index if lv not in order)
+    rest = sorted((lv for lv in table.index if lv not in order), key=natural_key)
+    levels = [lv for lv in order if lv in table.index] + rest
     table = table.reindex(levels)
     nonzero = table.loc[table.sum(axis=1) > 0, table.sum(axis=0) > 0]
     p_value, note = None, None
@@ -159,7 +161,7 @@ def table1(
     if "tumour_size_cm" in data:
         size = pd.to_numeric(data["tumour_size_cm"], errors="coerce")
         rows += _continuous("Tumour size (cm)", size, group)
-        stage = pd.Series(np.where(size.isna(), None, np.where(size <= t_stage_cutoff_cm, "T1", "T2")), index=size.index)
+        stage = split_at(size, t_stage_cutoff_cm, ("T1", "T2"), index=size.index)
         rows += _categorical(f"T stage (T1 <= {t_stage_cutoff_cm:g} cm)", stage, group, ["T1", "T2"])
     for column, title in (("er", "ER"), ("pr", "PR"), ("her2", "HER2")):
         if column in data:

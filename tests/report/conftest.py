@@ -19,7 +19,7 @@ def synthetic_labels(seed: int = 0, sizes: dict[str, int] | None = None) -> pd.D
     rows = []
     pid = 1
     for split, n in (sizes or SPLIT_SIZES).items():
-        labels = np.array([0, 1] + list(rng.integers(0, 2, n - 2)))
+        labels = np.array([0, 1, *rng.integers(0, 2, n - 2)])
         for label in labels:
             rows.append({"patient_id": str(pid), "split": split, "label": int(label)})
             pid += 1

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from balnmp_cache.report.binary import METRIC_KEYS, REQUIRED_METRIC_KEYS, binary_metrics, evaluate_binary, youden_threshold
+from balnmp_cache.report.binary import (
+    METRIC_KEYS,
+    REQUIRED_METRIC_KEYS,
+    binary_metrics,
+    evaluate_binary,
+    youden_threshold,
+)
 from balnmp_cache.report.intervals import clopper_pearson
 from balnmp_cache.report.predictions import load_predictions
 
@@ -34,7 +40,7 @@ def test_youden_tie_goes_to_the_highest_threshold():
 @pytest.mark.parametrize("seed", range(4))
 def test_youden_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
-    labels = np.array([0, 1] + list(rng.integers(0, 2, 38)))
+    labels = np.array([0, 1, *rng.integers(0, 2, 38)])
     scores = np.round(1 / (1 + np.exp(-(labels + rng.normal(size=40)))), 2)  # ties included
     threshold, j = youden_threshold(labels, scores)
     ref_t, ref_j = _brute_force_youden(labels, scores)

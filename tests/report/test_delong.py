@@ -32,7 +32,7 @@ def _direct(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fast_delong_equals_direct_placement_values_with_ties(seed):
     rng = np.random.default_rng(seed)
-    labels = np.array([0, 1] + list(rng.integers(0, 2, 23)))
+    labels = np.array([0, 1, *rng.integers(0, 2, 23)])
     # Rounded scores create ties within and across classes; three correlated scores.
     base = labels + rng.normal(scale=0.9, size=labels.size)
     scores = np.vstack([np.round(base + rng.normal(scale=s, size=labels.size), 1) for s in (0.2, 0.6, 1.5)])

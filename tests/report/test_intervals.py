@@ -65,7 +65,9 @@ def test_auc_binomial_interval_at_perfect_and_zero_auc():
     assert auc_binomial_ci(0.0, 30) == pytest.approx((0.0, 1 - 0.025 ** (1 / 30)))
 
 
-def _logit_by_counts(hits: int, misses: int, n_hits_class: int, n_misses_class: int, alpha: float) -> tuple[float, float]:
+def _logit_by_counts(
+    hits: int, misses: int, n_hits_class: int, n_misses_class: int, alpha: float
+) -> tuple[float, float]:
     """expit(ln(hits/misses) +- z sqrt(1/hits - 1/n_a + 1/misses - 1/n_b)): Mercaldo's variance written in counts."""
     z = norm.ppf(1 - alpha / 2)
     centre = math.log(hits / misses)

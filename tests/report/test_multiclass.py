@@ -23,11 +23,12 @@ def _probabilities(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def test_three_class_metrics_match_scikit_learn():
     rng = np.random.default_rng(0)
-    labels = np.array([0, 1, 2] + list(rng.integers(0, 3, 57)))
+    labels = np.array([0, 1, 2, *rng.integers(0, 3, 57)])
     probabilities = _probabilities(labels, 1)
     result = multiclass_metrics(labels, probabilities, classes=CLASSES)
     predicted = probabilities.argmax(axis=1)
-    assert result["macro_auc"] == pytest.approx(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    expected = roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
+    assert result["macro_auc"] == pytest.approx(expected)
     assert result["confusion"] == confusion_matrix(labels, predicted).tolist()
     precision = precision_score(labels, predicted, average=None)
     recall = recall_score(labels, predicted, average=None)

@@ -10,6 +10,8 @@ import pytest
 from balnmp_cache.errors import ReportInputError
 from balnmp_cache.report.predictions import check_same_patients, comparable, load_predictions, load_runs
 
+from .conftest import run_json, synthetic_labels, write_predictions
+
 HEADER = "patient_id,split,label,n_bags,p_0,p_1\n"
 GOOD_ROWS = ["1,train,0,3,0.8,0.2", "2,train,1,2,0.3,0.7", "3,val,0,1,0.6,0.4", "4,test,1,5,0.1,0.9"]
 
@@ -84,7 +86,7 @@ def test_empty_and_missing_inputs(tmp_path):
     assert "no rows" in _error(_write(tmp_path, [], name="h"))
     bare = tmp_path / "bare"
     bare.mkdir()
-    with pytest.raises(ReportInputError, match="has no predictions.csv"):
+    with pytest.raises(ReportInputError, match=r"has no predictions\.csv"):
         load_predictions(bare)
     with pytest.raises(ReportInputError, match="does not exist"):
         load_predictions(tmp_path / "nowhere.csv")
@@ -92,7 +94,8 @@ def test_empty_and_missing_inputs(tmp_path):
 
 def test_run_json_is_read_and_checked(tmp_path):
     path = _write(tmp_path, GOOD_ROWS)
-    (path.parent / "run.json").write_text(json.dumps({"task": 0, "classes": ["N0", "N(+)"], "cache": {"random_weights": True}}))
+    info = {"task": 0, "classes": ["N0", "N(+)"], "cache": {"random_weights": True}}
+    (path.parent / "run.json").write_text(json.dumps(info))
     run = load_predictions(path)
     assert run.info.task == 0 and run.classes == ("N0", "N(+)") and run.info.random_weights
     (path.parent / "run.json").write_text(json.dumps({"task": 0, "classes": ["N0", "N+(1-2)", "N+(>2)"]}))
@@ -123,7 +126,7 @@ def test_runs_on_different_patients_name_both_files_and_the_ids(tmp_path):
 def test_runs_with_different_labels_for_a_patient(tmp_path):
     a = load_predictions(_write(tmp_path, GOOD_ROWS, name="a"))
     b = load_predictions(_write(tmp_path, ["1,train,1,3,0.8,0.2", *GOOD_ROWS[1:]], name="b"))
-    with pytest.raises(ReportInputError, match="different labels.*: 1"):
+    with pytest.raises(ReportInputError, match=r"different labels.*: 1"):
         check_same_patients(a, b, "train")
 
 
@@ -140,10 +143,23 @@ def test_an_unfinished_training_run_is_refused(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "predictions.csv").write_text("patient_id,split,label,n_bags,p_0,p_1\n1,test,0,1,0.9,0.1\n2,test,1,1,0.2,0.8\n")
+    (run / "predictions.csv").write_text(HEADER + "1,test,0,1,0.9,0.1\n2,test,1,1,0.2,0.8\n")
     assert load_predictions(run).name == "run"  # a bare predictions.csv folder is fine
     (run / "checkpoint.pt").write_bytes(b"")  # a trained run's folder ...
     with pytest.raises(ReportInputError, match="unfinished"):  # ... without a complete run.json
         load_predictions(run)
     (run / "run.json").write_text('{"complete": true}')
     assert load_predictions(run).n_classes == 2
+
+
+def test_differing_patients_are_listed_in_natural_order(tmp_path):
+    frame = synthetic_labels(0)
+    test_ids = list(frame.loc[frame["split"] == "test", "patient_id"])
+    p1 = np.full(len(frame), 0.4)
+    a = write_predictions(tmp_path / "a", frame, np.column_stack([1 - p1, p1]), run_json=run_json(0))
+    renamed = frame.copy()
+    renamed.loc[renamed["patient_id"].isin(test_ids[:3]), "patient_id"] = ["9000", "1000", "900"]
+    b = write_predictions(tmp_path / "b", renamed, np.column_stack([1 - p1, p1]), run_json=run_json(0))
+    with pytest.raises(ReportInputError) as info:
+        check_same_patients(load_predictions(a), load_predictions(b), "test")
+    assert "only in the second: 900, 1000, 9000" in str(info.value)

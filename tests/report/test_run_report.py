@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from balnmp_cache._cli_tables import report_table
 from balnmp_cache.config import load_config
 from balnmp_cache.errors import ConfigError, ReportInputError
 from balnmp_cache.report import ReportConfig, run_report
@@ -43,7 +44,7 @@ class _Html(HTMLParser):
 
 @pytest.fixture
 def demo_like_runs(tmp_path, make_binary_run):
-    """Three binary runs of task 0 on the same patients (one with a random encoder), a three-class run and a cohort CSV."""
+    """Three binary runs of task 0 on the same patients (one with a random encoder), a three-class run, a cohort CSV."""
     paths = [
         make_binary_run("image", strength=1.4, seed=1, random_weights=True),
         make_binary_run("image_clinical", strength=1.8, seed=2),
@@ -93,7 +94,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
 
     comparisons = json.loads((out / "comparisons.json").read_text())
     assert len(comparisons) == 3 * 3  # pairs × splits; the three-class run is another task
-    assert all(COMPARISON_REQUIRED <= set(c) and 0.0 <= c["p_value"] <= 1.0 for c in comparisons)
+    assert all(set(c) >= COMPARISON_REQUIRED and 0.0 <= c["p_value"] <= 1.0 for c in comparisons)
     assert {(c["run_a"], c["run_b"]) for c in comparisons} == {
         ("image", "image_clinical"), ("image", "clinical_only"), ("image_clinical", "clinical_only")}
 
@@ -121,7 +122,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
     console = Console(record=True, width=220)
-    console.print(result.console_table())
+    console.print(report_table(result))
     text = console.export_text()
     test_auc = next(r for r in metrics if r["run"] == "image_clinical" and r["split"] == "test")
     assert f"{test_auc['auc']:.3f} ({test_auc['auc_ci'][0]:.3f}–{test_auc['auc_ci'][1]:.3f})" in text
@@ -129,7 +130,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
 
     resolved = load_config(ReportConfig, out / "config.toml")
     assert resolved.paths == paths and resolved.clinical == cohort_csv
-    assert [e.kind for e in events][0] == "start" and events[-1].kind == "end"
+    assert events[0].kind == "start" and events[-1].kind == "end"
 
 
 def test_runs_of_one_task_on_different_patients_are_an_error(tmp_path, make_binary_run):

@@ -82,7 +82,8 @@ def test_tiny_and_empty_subgroups_are_defined(make_binary_run):
 def test_patients_missing_from_the_cohort_are_warned_about(make_binary_run):
     run, cohort, thresholds = _setup(make_binary_run)
     missing = run.split_frame("test")["patient_id"].iloc[:3].tolist()
-    records, warnings = subgroup_records([run], cohort.drop(index=missing).drop(columns=["her2"]), thresholds=thresholds)
+    partial = cohort.drop(index=missing).drop(columns=["her2"])
+    records, warnings = subgroup_records([run], partial, thresholds=thresholds)
     assert any("3 test patient(s) are not in the cohort" in w for w in warnings)
     assert any("HER2" in w for w in warnings)
     age_rows = [r for r in records if r["variable"] == "age" and r["threshold_rule"] == "0.5"]
