@@ -42,7 +42,7 @@ from balnmp_cache.config import StageConfig, save_resolved, to_plain
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.train.config import TrainConfig
-from balnmp_cache.train.rundir import is_finished, read_run_json, write_csv
+from balnmp_cache.runs import is_finished, read_run, write_csv
 from balnmp_cache.train.run import group_key
 
 __all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
@@ -179,20 +179,20 @@ def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]
 
 
 def _row(run: GridRun) -> dict[str, Any] | None:
-    info = read_run_json(run.config.out, missing_ok=True)
-    if not info or not is_finished(run.config.out):
+    if not is_finished(run.config.out):
         return None
-    metrics = info.get("metrics", {})
+    record = read_run(run.config.out)
+    metrics = record.metrics
     cfg = run.config
     return {
-        "run": run.name, "task": cfg.task, "task_name": info.get("task_name"),
-        "encoder": "-" if run.variant == "clinical_only" else info.get("cache", {}).get("encoder"),
+        "run": run.name, "task": cfg.task, "task_name": record.task_name,
+        "encoder": "-" if run.variant == "clinical_only" else record.cache.get("encoder"),
         "cache": "-" if run.variant == "clinical_only" else _cache_label(cfg.cache),
         "head": cfg.head, "variant": run.variant, "N": cfg.bag_size,
         "M": "auto" if cfg.bags_per_slide is None else cfg.bags_per_slide, "seed": cfg.seed,
-        "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run"),
+        "best_epoch": record.best_epoch, "epochs_run": record.epochs_run,
         "val_auc": metrics.get("val", {}).get("auc"), "test_auc": metrics.get("test", {}).get("auc"),
-        "test_acc": metrics.get("test", {}).get("acc"), "seconds": info.get("seconds"),
+        "test_acc": metrics.get("test", {}).get("acc"), "seconds": record.seconds,
     }
 
 

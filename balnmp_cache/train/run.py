@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from balnmp_cache.config import save_resolved, to_plain
+from balnmp_cache.config import to_plain
 from balnmp_cache.errors import CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback
 from balnmp_cache.train.bags import eval_bags, official_bag_set
@@ -144,7 +144,7 @@ def train_group(
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
     from balnmp_cache.train.loop import FeatureSource, ModelPlan, evaluate, fit_models, resolve_device, torch_threads
-    from balnmp_cache.train.rundir import start_run
+    from balnmp_cache.runs import start_run
 
     if not cfgs:
         return []
@@ -209,8 +209,7 @@ def _write_run(
     precision: str,
 ) -> TrainResult:
     """Write the run directory of one trained model (run.json last) and return its result."""
-    from balnmp_cache import __version__
-    from balnmp_cache.train import rundir
+    from balnmp_cache import __version__, runs
 
     run_dir = Path(cfg.out)
     probs, n_bags = merge_bags(bag_probs, eval_bags.patient, data.n_patients, how=cfg.merge)
@@ -220,34 +219,30 @@ def _write_run(
         if len(idx):
             metrics[name] = split_metrics(data.labels[idx], probs[idx])
     provenance = cache_provenance(data.cache)
-    save_resolved(cfg, run_dir)
-    rundir.write_checkpoint(run_dir, {
-        "format": "balnmp-cache-run", "version": 1, "head": cfg.head, "head_options": dict(cfg.head_options),
-        "in_dim": fit.head.in_dim, "n_classes": fit.head.n_classes, "clinical_dim": fit.head.clinical_dim,
-        "classes": list(data.task.classes), "task": data.task.task, "task_name": data.task.name,
-        "state_dict": {k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
-        "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size, "bags": cfg.bags,
-        "merge": cfg.merge, "precision": precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
-    })
-    curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]
-    rundir.write_csv(run_dir / "curves.csv", curve_cols, ([rundir.cell(row[c]) for c in curve_cols] for row in fit.curves))
-    ev = eval_bags
-    rundir.write_attention(run_dir / "attention.csv", patient_ids=data.patient_ids, split=data.split, bag_rows=ev.rows,
-                           bag_patient=ev.patient, bag_number=ev.bag, attention=attention,
-                           patch_key=data.cache.patch_key, coords=data.cache.coords)
-    rundir.write_predictions(run_dir / rundir.PREDICTIONS, patient_ids=data.patient_ids, split=data.split,
-                             labels=data.labels, n_bags=n_bags, probs=probs)
     clinical = clinical_flag(cfg)
-    rundir.write_run_json(run_dir, {
-        "complete": True, "task": data.task.task, "task_name": data.task.name, "classes": list(data.task.classes),
-        "head": cfg.head, "head_options": to_plain(cfg.head_options), "clinical": clinical,
-        "clinical_features": [] if encoder is None else list(encoder.names), "seed": cfg.seed, "cache": provenance,
-        "cohort": str(cfg.cohort), "split": cfg.split, "bags": cfg.bags, "bag_size": cfg.bag_size,
-        "bags_per_slide": cfg.bags_per_slide, "batch_bags": cfg.batch_bags, "optimizer": cfg.optimizer,
-        "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "best_val_auc": fit.best_val_auc,
-        "metrics": metrics, "seconds": round(seconds, 3), "train_seconds": round(fit.seconds, 3),
-        "group_size": group_size, "device": str(device), "precision": precision, "package_version": __version__,
-    })
+    checkpoint = runs.Checkpoint(
+        head=cfg.head, head_options=dict(cfg.head_options), in_dim=fit.head.in_dim, n_classes=fit.head.n_classes,
+        clinical_dim=fit.head.clinical_dim, classes=tuple(data.task.classes), task=data.task.task,
+        task_name=data.task.name, state_dict={k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
+        clinical_encoder=None if encoder is None else encoder.to_json(), bag_size=cfg.bag_size, bags=cfg.bags,
+        merge=cfg.merge, precision=precision, cache=provenance, seed=cfg.seed, best_epoch=fit.best_epoch,
+    )
+    record = runs.RunRecord(
+        task=data.task.task, task_name=data.task.name, classes=tuple(data.task.classes), head=cfg.head,
+        head_options=to_plain(cfg.head_options), clinical=clinical,
+        clinical_features=() if encoder is None else tuple(encoder.names), seed=cfg.seed, cache=provenance,
+        cohort=str(cfg.cohort), split=cfg.split, bags=cfg.bags, bag_size=cfg.bag_size,
+        bags_per_slide=cfg.bags_per_slide, batch_bags=cfg.batch_bags, optimizer=cfg.optimizer,
+        best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, best_val_auc=fit.best_val_auc, metrics=metrics,
+        seconds=round(seconds, 3), train_seconds=round(fit.seconds, 3), group_size=group_size, device=str(device),
+        precision=precision, package_version=__version__,
+    )
+    scores = runs.Scores(
+        patient_ids=data.patient_ids, probs=probs, n_bags=n_bags, bag_rows=eval_bags.rows,
+        bag_patient=eval_bags.patient, bag_number=eval_bags.bag, attention=attention,
+        patch_key=data.cache.patch_key, coords=data.cache.coords, split=data.split, labels=data.labels,
+    )
+    runs.write_run(run_dir, config=cfg, record=record, checkpoint=checkpoint, curves=fit.curves, scores=scores)
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
              _fmt_auc(metrics.get("val", {}).get("auc")), _fmt_auc(metrics.get("test", {}).get("auc")))
     return TrainResult(run_dir=run_dir, task_name=data.task.name, head=cfg.head, clinical=clinical,

@@ -211,11 +211,11 @@ def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_pat
 
 
 def test_starting_a_run_removes_the_outputs_of_an_earlier_one(tmp_path):
-    from balnmp_cache.train import rundir
+    from balnmp_cache import runs
 
     run = tmp_path / "run"
     run.mkdir()
     for name in ("run.json", "predictions.csv", "attention.csv", "curves.csv"):
         (run / name).write_text("old")
-    rundir.start_run(run)
+    runs.start_run(run)
     assert sorted(p.name for p in run.iterdir()) == []
