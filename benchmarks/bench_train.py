@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the synthetic studies live in tests/support (test support, not part of the package)
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 HEADS = ("balnmp", "abmil", "gated_abmil", "mean", "max")
 N_PATIENTS = 1058
@@ -57,7 +58,7 @@ def bench_line(name: str, value: float, unit: str, baseline: float, ratio: float
 
 def build(root: Path, *, dim: int, n_patients: int, seed: int = 0) -> tuple[Path, Path, int, int]:
     """A synthetic study with BCNB-like patch counts -> (cache_dir, cohort_csv, n_patches, feature_bytes)."""
-    from balnmp_cache.train.synthetic import bcnb_patch_counts, make_study
+    from tests.support.synthetic import bcnb_patch_counts, make_study
 
     counts = bcnb_patch_counts(n_patients, np.random.default_rng(seed))
     tic = time.perf_counter()
