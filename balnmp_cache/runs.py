@@ -10,12 +10,9 @@ RUN_DIR/
     predictions.csv   patient_id, split, label, n_bags, p_0 ... p_{C-1}  (the report's input)
 ```
 
-This module is the only one that names the files of a run directory. :func:`start_run` marks a
-directory unfinished (it removes ``run.json`` and the outputs of an earlier run); :func:`write_run`
-is the single place that writes a finished run's files, ``run.json`` last, each through
-:mod:`balnmp_cache.fsio`; :func:`is_finished` says whether a directory holds a finished run
-(``run.json`` says complete and ``predictions.csv`` exists). ``predict`` writes the same two score
-files, without split and label, with :func:`write_scores`.
+Only this module names these files. :func:`start_run` marks a directory unfinished; :func:`write_run`
+is the single place that writes a finished run (each file through :mod:`balnmp_cache.fsio`, ``run.json``
+last); :func:`is_finished` tells a finished run; ``predict`` writes its two score files with :func:`write_scores`.
 """
 
 from __future__ import annotations
@@ -37,26 +34,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from balnmp_cache.config import StageConfig
+    from balnmp_cache.train.bags import BagSet
 
 __all__ = [
-    "CURVE_COLUMNS",
-    "Checkpoint",
-    "RunFiles",
-    "RunRecord",
-    "Scores",
-    "cell",
-    "has_checkpoint",
-    "is_finished",
-    "read_attention",
-    "read_checkpoint",
-    "read_curves",
-    "read_predictions",
-    "read_run",
-    "run_files",
-    "start_run",
-    "write_csv",
-    "write_run",
-    "write_scores",
+    "CURVE_COLUMNS", "Checkpoint", "RunFiles", "RunRecord", "Scores", "cell", "has_checkpoint", "is_finished",
+    "read_attention", "read_checkpoint", "read_curves", "read_predictions", "read_run", "run_files", "start_run",
+    "write_csv", "write_run", "write_scores",
 ]
 
 CHECKPOINT_FORMAT = "balnmp-cache-run"
@@ -95,16 +78,12 @@ class RunRecord:
 
     Attributes:
         task, task_name, classes: the task (0-4), its name and the class names in label order.
-        head, head_options: the MIL head and its options.
-        clinical: ``True``/``False`` (clinical data fused), or ``"only"`` for a head that reads
-            nothing but the clinical vector.
+        head, head_options, seed: the MIL head, its options and the training seed.
+        clinical: ``True``/``False`` (clinical data fused), or ``"only"`` (a head that reads only it).
         clinical_features: the names of the clinical vector's entries.
-        seed: the training seed.
-        cache: provenance of the training cache (encoder, weights, random_weights, cache_key,
-            directory, mode, feature_dim, dtype).
+        cache: training-cache provenance (encoder, weights, random_weights, cache_key, directory, ...).
         cohort, split, bags, bag_size, bags_per_slide, batch_bags, optimizer: training settings.
-        best_epoch, epochs_run, best_val_auc: model selection.
-        metrics: split -> ``{"n", "auc", "acc"}`` on patient level.
+        best_epoch, epochs_run, best_val_auc, metrics: selection; split -> ``{"n", "auc", "acc"}``.
         seconds, train_seconds: wall time of the run and of the fit alone.
         group_size: always 1 (every run trains alone); kept so ``run.json`` keeps its keys.
         device, precision, package_version: where and how it ran.
@@ -168,15 +147,12 @@ class Checkpoint:
     """What ``checkpoint.pt`` holds: the head's weights and everything needed to rebuild and apply it.
 
     Attributes:
-        head, head_options: registry name and options of the head.
-        in_dim, n_classes, clinical_dim: D, C and K the head was built for.
+        head, head_options, in_dim, n_classes, clinical_dim: the head's name, options, D, C and K.
         classes, task, task_name: the task.
         state_dict: parameter name -> CPU tensor (the selected epoch's weights).
         clinical_encoder: the clinical encoding fitted on the training split (JSON), or ``None``.
-        bag_size, bags, merge: N of the evaluation bags, ``random``/``official``, ``mean``/``max``.
-        precision: the training precision (``bf16``/``fp32``).
-        cache: provenance of the training cache (as in :class:`RunRecord`).
-        seed, best_epoch: the training seed and the selected epoch.
+        bag_size, bags, merge, precision: N, ``random``/``official``, ``mean``/``max``, ``bf16``/``fp32``.
+        cache, seed, best_epoch: training-cache provenance (as in :class:`RunRecord`), seed, selected epoch.
     """
 
     head: str
@@ -228,9 +204,8 @@ class Scores:
         patient_ids: (P,) patient ids; index = patient index.
         probs: (P, C) patient probabilities (rows are renormalised to sum 1 when written).
         n_bags: (P,) evaluation bags per patient.
-        bag_rows: (B, N) feature rows of every evaluation bag, ``-1`` = padding.
-        bag_patient: (B,) patient index of each bag.
-        bag_number: (B,) number of the bag within its patient.
+        bags: the B evaluation bags: ``rows`` (B, N) feature rows (``-1`` = padding), ``patient`` (B,)
+            and ``bag`` (B,), the bag's number within its patient.
         attention: (B, N) attention of every patch of every bag.
         patch_key: (R,) key of every feature row.
         coords: (R, 2) level-0 x, y of every feature row.
@@ -242,9 +217,7 @@ class Scores:
     patient_ids: Sequence[str]
     probs: np.ndarray
     n_bags: np.ndarray
-    bag_rows: np.ndarray
-    bag_patient: np.ndarray
-    bag_number: np.ndarray
+    bags: BagSet
     attention: np.ndarray
     patch_key: np.ndarray
     coords: np.ndarray
@@ -290,30 +263,22 @@ def write_run(
 ) -> RunFiles:
     """Write every file of a finished run into ``run_dir``; ``run.json`` last, so a crash leaves it unfinished.
 
-    Args:
-        run_dir: the run directory (:func:`start_run` was called on it before training).
-        config: the resolved configuration, saved as ``config.toml``.
-        record: what ``run.json`` says.
-        checkpoint: what ``checkpoint.pt`` holds.
-        curves: one mapping per epoch with the keys :data:`CURVE_COLUMNS`.
-        scores: the evaluation results (``predictions.csv``, ``attention.csv``).
+    ``config`` is saved as ``config.toml``, ``record`` as ``run.json``, ``checkpoint`` as ``checkpoint.pt``,
+    ``curves`` (one mapping per epoch with the keys :data:`CURVE_COLUMNS`) as ``curves.csv`` and ``scores``
+    as ``predictions.csv`` and ``attention.csv``. :func:`start_run` was called on ``run_dir`` before training.
     """
     from balnmp_cache.config import save_resolved
 
+    import torch
+
     files = run_files(run_dir)
     save_resolved(config, files.root, name=files.config.name)
-    _write_checkpoint(files.checkpoint, checkpoint)
+    with atomic_path(files.checkpoint) as tmp:
+        torch.save(checkpoint.to_payload(), tmp)
     write_csv(files.curves, CURVE_COLUMNS, ([cell(row[c]) for c in CURVE_COLUMNS] for row in curves))
     write_scores(files.root, scores)
     atomic_write_text(files.run_json, json.dumps(record.to_json(), indent=2) + "\n")
     return files
-
-
-def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint.to_payload(), tmp)
 
 
 def write_scores(folder: Path, scores: Scores) -> RunFiles:
@@ -346,15 +311,16 @@ def _write_predictions(path: Path, scores: Scores) -> Path:
 
 def _write_attention(path: Path, scores: Scores) -> Path:
     """``attention.csv``: one line per patch of every evaluation bag (padding left out)."""
-    b_idx, n_idx = np.nonzero(scores.bag_rows >= 0)
-    rows = scores.bag_rows[b_idx, n_idx]
-    patients = scores.bag_patient[b_idx]
+    bags = scores.bags
+    b_idx, n_idx = np.nonzero(bags.rows >= 0)
+    rows = bags.rows[b_idx, n_idx]
+    patients = bags.patient[b_idx]
     columns: list[Any] = [np.asarray(scores.patient_ids, dtype=object)[patients]]
     header = ["patient_id"]
     if scores.split is not None:
         columns.append(scores.split[patients])
         header.append("split")
-    columns += [scores.bag_number[b_idx], scores.patch_key[rows], scores.coords[rows, 0], scores.coords[rows, 1],
+    columns += [bags.bag[b_idx], scores.patch_key[rows], scores.coords[rows, 0], scores.coords[rows, 1],
                 [cell(v) for v in scores.attention[b_idx, n_idx]]]
     header += ["bag", "patch_key", "x", "y", "attention"]
     return write_csv(path, header, zip(*(list(c) for c in columns), strict=True))
@@ -419,24 +385,22 @@ def read_checkpoint(run_dir: Path) -> Checkpoint:
     return Checkpoint.from_payload(payload, source=path)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(path, dtype={"patient_id": str})
 
 
 def read_predictions(run_dir: Path) -> pd.DataFrame:
-    """``predictions.csv`` of a run (or a predict folder) as a DataFrame, patient ids as strings."""
-    return _read_table(run_files(run_dir).predictions)
+    """``predictions.csv`` of a run (or a predict folder); patient ids as strings."""
+    return _read_csv(run_files(run_dir).predictions)
 
 
 def read_attention(run_dir: Path) -> pd.DataFrame:
-    """``attention.csv`` of a run (or a predict folder) as a DataFrame, patient ids as strings."""
-    return _read_table(run_files(run_dir).attention)
+    """``attention.csv`` of a run (or a predict folder); patient ids as strings."""
+    return _read_csv(run_files(run_dir).attention)
 
 
 def read_curves(run_dir: Path) -> pd.DataFrame:
-    """``curves.csv`` of a run as a DataFrame (columns :data:`CURVE_COLUMNS`)."""
-    import pandas as pd
-
-    return pd.read_csv(run_files(run_dir).curves)
+    """``curves.csv`` of a run (columns :data:`CURVE_COLUMNS`)."""
+    return _read_csv(run_files(run_dir).curves)

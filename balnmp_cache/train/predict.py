@@ -22,7 +22,7 @@ from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.runs import Checkpoint, Scores, read_checkpoint, write_scores
-from balnmp_cache.train.bags import eval_bags
+from balnmp_cache.train.bags import BagSet, eval_bags
 from balnmp_cache.train.config import PredictConfig
 from balnmp_cache.sorting import natural_key
 from balnmp_cache.train.data import patient_rows
@@ -153,23 +153,11 @@ def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = No
     import torch
 
     from balnmp_cache.cache import load_cache
-    from balnmp_cache.train.loop import FeatureSource, evaluate, resolve_device
+    from balnmp_cache.train.engine import FeatureSource, evaluate, resolve_device
 
     run_dir, cohort, top_k, out = config.run_dir, config.cohort, config.top_k, config.out_dir
     ckpt, head = load_run(run_dir)
-    sources = [Path(s) for s in config.sources]
-    if not sources:
-        raise ConfigError("no SOURCE given; pass slides, folders, BCNB roots or a feature cache")
-    caches = [_as_cache(s) for s in sources]
-    if all(c is not None for c in caches):
-        if len(set(caches)) > 1:
-            raise ConfigError("pass one feature cache at a time as SOURCE (or slides to extract together)")
-        cache_dir = caches[0]
-    elif any(c is not None for c in caches):
-        raise ConfigError("SOURCE mixes feature caches and slides; pass either one cache or slides")
-    else:
-        cache_dir = _extract(ckpt, sources, out, progress)
-    cache = load_cache(cache_dir)  # type: ignore[arg-type]
+    cache = load_cache(_cache_dir(ckpt, [Path(s) for s in config.sources], out, progress))
     _check_compatible(ckpt, cache)
     patient_ids = sorted(set(cache.patient_ids), key=natural_key)
     clinical = _clinical(ckpt, cohort, patient_ids)
@@ -184,22 +172,42 @@ def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = No
     device = resolve_device("auto")
     source = FeatureSource(cache.features, device, precision=ckpt.precision)
     clin = None if clinical is None else torch.from_numpy(clinical).to(device)
-    [(bag_probs, attention)] = evaluate([head.to(device)], [clin], bags, source, attention=True)
+    bag_probs, attention = evaluate(head.to(device), clin, bags, source, attention=True)
     probs, n_bags = merge_bags(bag_probs, bags.patient, len(patient_ids), how=ckpt.merge)
     emit(progress, "advance", "predict", steps=len(patient_ids))
     emit(progress, "end", "predict")
     save_resolved(config, out)
-    write_scores(out, Scores(patient_ids=patient_ids, probs=probs, n_bags=n_bags, bag_rows=bags.rows,
-                             bag_patient=bags.patient, bag_number=bags.bag, attention=attention,
+    write_scores(out, Scores(patient_ids=patient_ids, probs=probs, n_bags=n_bags, bags=bags, attention=attention,
                              patch_key=cache.patch_key, coords=cache.coords))
     probs = probs / probs.sum(axis=1, keepdims=True)
-    result_rows = []
+    log.info("predicted %d patient(s) with %s; written to %s", len(patient_ids), run_dir, out)
+    return PredictResult(out=out, classes=list(ckpt.classes), rows=_rows(patient_ids, probs, bags, attention,
+                                                                          cache.patch_key, top_k))
+
+
+def _cache_dir(ckpt: Checkpoint, sources: list[Path], out: Path, progress: ProgressCallback | None) -> Path:
+    """The one feature cache among ``sources``, or the cache the slides among them are extracted into."""
+    if not sources:
+        raise ConfigError("no SOURCE given; pass slides, folders, BCNB roots or a feature cache")
+    caches = [_as_cache(s) for s in sources]
+    if all(c is not None for c in caches):
+        if len(set(caches)) > 1:
+            raise ConfigError("pass one feature cache at a time as SOURCE (or slides to extract together)")
+        return caches[0]  # type: ignore[return-value]
+    if any(c is not None for c in caches):
+        raise ConfigError("SOURCE mixes feature caches and slides; pass either one cache or slides")
+    return _extract(ckpt, sources, out, progress)
+
+
+def _rows(patient_ids: list[str], probs: np.ndarray, bags: BagSet, attention: np.ndarray, patch_key: np.ndarray,
+          top_k: int) -> list[PredictRow]:
+    """One row per patient: (P, C) ``probs`` and the ``top_k`` patches of its bags with the highest attention."""
+    rows = []
     real = bags.rows >= 0
     for p, pid in enumerate(patient_ids):
         mine = (bags.patient == p)[:, None] & real  # (B, N)
-        keys = cache.patch_key[bags.rows[mine]]
+        keys = patch_key[bags.rows[mine]]
         weights = attention[mine]
         top = np.argsort(-weights, kind="stable")[:top_k]
-        result_rows.append(PredictRow(pid, [float(v) for v in probs[p]], [(str(keys[i]), float(weights[i])) for i in top]))
-    log.info("predicted %d patient(s) with %s; written to %s", len(patient_ids), run_dir, out)
-    return PredictResult(out=out, classes=list(ckpt.classes), rows=result_rows)
+        rows.append(PredictRow(pid, [float(v) for v in probs[p]], [(str(keys[i]), float(weights[i])) for i in top]))
+    return rows
