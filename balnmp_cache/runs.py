@@ -267,9 +267,9 @@ def write_run(
     ``curves`` (one mapping per epoch with the keys :data:`CURVE_COLUMNS`) as ``curves.csv`` and ``scores``
     as ``predictions.csv`` and ``attention.csv``. :func:`start_run` was called on ``run_dir`` before training.
     """
-    from balnmp_cache.config import save_resolved
-
     import torch
+
+    from balnmp_cache.config import save_resolved
 
     files = run_files(run_dir)
     save_resolved(config, files.root, name=files.config.name)

@@ -44,8 +44,8 @@ from balnmp_cache.config import StageConfig, save_resolved, to_plain
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.mil.catalog import head_spec
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.train.config import TrainConfig
 from balnmp_cache.runs import is_finished, read_run, write_csv
+from balnmp_cache.train.config import TrainConfig
 
 __all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
 

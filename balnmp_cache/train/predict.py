@@ -22,9 +22,9 @@ from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.runs import Checkpoint, Scores, read_checkpoint, write_scores
+from balnmp_cache.sorting import natural_key
 from balnmp_cache.train.bags import BagSet, eval_bags
 from balnmp_cache.train.config import PredictConfig
-from balnmp_cache.sorting import natural_key
 from balnmp_cache.train.data import patient_rows
 from balnmp_cache.train.metrics import merge_bags
 

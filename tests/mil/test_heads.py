@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from balnmp_cache.errors import ConfigError
-from balnmp_cache.mil import MILHead, create_head, head_options, head_spec, list_heads, register_head
-from balnmp_cache.mil import catalog, registry
+from balnmp_cache.mil import MILHead, catalog, create_head, head_options, head_spec, list_heads, register_head, registry
 from balnmp_cache.mil.base import masked_softmax
 
 D, K, C = 24, 5, 3

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from balnmp_cache.config import load_config
-from balnmp_cache.errors import ConfigError
 from typer.testing import CliRunner
 
 from balnmp_cache.cli import app
+from balnmp_cache.config import load_config
+from balnmp_cache.errors import ConfigError
 from balnmp_cache.runs import read_predictions
 from balnmp_cache.train import AblationGrid, expand_grid, run_ablation, run_train
 
