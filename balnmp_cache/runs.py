@@ -44,7 +44,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "balnmp-cache-run"
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds")
-SPLIT_ORDER = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -175,10 +174,8 @@ class Checkpoint:
 
     def to_payload(self) -> dict[str, Any]:
         """The dictionary ``torch.save`` writes: format and version first, then every field."""
-        payload: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": 1}
-        payload.update({f.name: getattr(self, f.name) for f in fields(self)})
-        payload["classes"] = list(self.classes)
-        return payload
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # "classes" keeps its place, as a list
+        return {"format": CHECKPOINT_FORMAT, "version": 1, **values, "classes": list(self.classes)}
 
     @classmethod
     def from_payload(cls, payload: Any, *, source: Path) -> Checkpoint:
@@ -209,9 +206,8 @@ class Scores:
         attention: (B, N) attention of every patch of every bag.
         patch_key: (R,) key of every feature row.
         coords: (R, 2) level-0 x, y of every feature row.
-        split: (P,) ``train``/``val``/``test``, or ``None`` outside a run (predict): then the files
-            have no split and label columns and patients keep their order.
-        labels: (P,) integer labels, or ``None``.
+        split, labels: (P,) ``train``/``val``/``test`` and integer labels, or ``None`` outside a run
+            (predict): then the files have no split and label columns and patients keep their order.
     """
 
     patient_ids: Sequence[str]
@@ -289,21 +285,19 @@ def write_scores(folder: Path, scores: Scores) -> RunFiles:
     return files
 
 
-def _patient_order(scores: Scores) -> list[int]:
-    """Patient indices ordered by split (train, val, test), then as given; as given without splits."""
-    if scores.split is None:
-        return list(range(len(scores.patient_ids)))
-    return [i for name in SPLIT_ORDER for i in range(len(scores.patient_ids)) if scores.split[i] == name]
-
-
 def _write_predictions(path: Path, scores: Scores) -> Path:
-    """``predictions.csv``: patient_id, [split, label,] n_bags, p_0 … p_{C-1} (rows renormalised to sum 1)."""
+    """``predictions.csv``: patient_id, [split, label,] n_bags, p_0 … p_{C-1} (rows renormalised to sum 1).
+
+    Patients are ordered by split (train, val, test), then as given; as given without splits.
+    """
     probs = scores.probs / scores.probs.sum(axis=1, keepdims=True)  # (P, C)
     with_split = scores.split is not None
     header = ["patient_id", *(["split", "label"] if with_split else []), "n_bags",
               *(f"p_{c}" for c in range(probs.shape[1]))]
+    patients = range(len(scores.patient_ids))
+    order = [i for name in ("train", "val", "test") for i in patients if scores.split[i] == name] if with_split else patients
     rows = []
-    for i in _patient_order(scores):
+    for i in order:
         known = [] if not with_split else [scores.split[i], "" if scores.labels is None else int(scores.labels[i])]
         rows.append([scores.patient_ids[i], *known, int(scores.n_bags[i]), *(cell(v) for v in probs[i])])
     return write_csv(path, header, rows)
@@ -346,9 +340,8 @@ def read_run(run_dir: Path) -> RunRecord:
     Raises:
         ConfigError: ``run.json`` is missing, not valid JSON, or has a bad value (the message names the file).
     """
-    data = _run_json(run_dir)
     try:
-        return RunRecord.from_json(data)
+        return RunRecord.from_json(_run_json(run_dir))
     except ValueError as err:
         raise ConfigError(f"{run_files(run_dir).run_json}: {err}") from err
 
@@ -363,7 +356,7 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` was written by ``train`` (it holds a checkpoint), finished or not."""
+    """Whether ``train`` wrote ``run_dir`` (it holds a checkpoint), finished or not."""
     return run_files(run_dir).checkpoint.is_file()
 
 
