@@ -4,7 +4,7 @@ Builds synthetic caches at BCNB scale through the real feature store — 1,058 p
 patient drawn like BCNB (lognormal, median 36, mean 72, largest 2,915; about 76,600 in all), 512-d and
 25,088-d float16 — and measures:
 
-1. **epochs/s**, ours vs the reference, at equal bags seen. Ours: ``fit_models`` (B bags per step,
+1. **epochs/s**, ours vs the reference, at equal bags seen. Ours: ``fit`` (B bags per step,
    features in memory, batch gathered and converted per step, validation evaluated every epoch).
    Reference: the official loop — one bag per optimizer step, the bag's features read from the store
    (open the slide's HDF5 file, read its rows) for every bag, no validation. The reference is timed on
@@ -12,8 +12,8 @@ patient drawn like BCNB (lognormal, median 36, mean 72, largest 2,915; about 76,
 2. **a 100-configuration grid on 512-d features**: 5 heads × {image, image + clinical} × 10 seeds.
    The full run trains one seed's 10 configurations with ``run_ablation`` (default 60 epochs, patience
    15, early stopping, run directories written) and multiplies by 10; ``--quick`` extrapolates a few
-   epochs to 60 epochs without early stopping (an upper bound). The same 10 configurations trained
-   together on shared batches and one by one show whether grouping pays.
+   epochs of the 10 configurations, trained one after the other, to 60 epochs without early stopping
+   (an upper bound).
 3. **peak memory** of a real ``run_train`` (load the cache, train, write the run directory) in a
    subprocess, from ``resource.getrusage``, against the target 1.5 × feature bytes + 1 GiB.
 
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the synthetic studies live in tests/support (test support, not part of the package)
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 HEADS = ("balnmp", "abmil", "gated_abmil", "mean", "max")
 N_PATIENTS = 1058
@@ -57,7 +58,7 @@ def bench_line(name: str, value: float, unit: str, baseline: float, ratio: float
 
 def build(root: Path, *, dim: int, n_patients: int, seed: int = 0) -> tuple[Path, Path, int, int]:
     """A synthetic study with BCNB-like patch counts -> (cache_dir, cohort_csv, n_patches, feature_bytes)."""
-    from balnmp_cache.train.synthetic import bcnb_patch_counts, make_study
+    from tests.support.synthetic import bcnb_patch_counts, make_study
 
     counts = bcnb_patch_counts(n_patients, np.random.default_rng(seed))
     tic = time.perf_counter()
@@ -76,23 +77,21 @@ def _config(cache: Path, cohort: Path, out: Path, **kw):  # noqa: ANN202
     return TrainConfig(**values)
 
 
-def _setup(cfgs, cache, cohort):  # noqa: ANN001, ANN202
-    """Data, shared plan and model plans as ``train_group`` builds them."""
-    from balnmp_cache.train.loop import FeatureSource, ModelPlan
-    from balnmp_cache.train.run import _shared_plan, build_head
-    from balnmp_cache.train.data import prepare_task_data
-
-    data = prepare_task_data(cfgs[0], cache, cohort)
-    shared = _shared_plan(cfgs[0], data)
-    plans = []
-    for cfg in cfgs:
-        clinical = data.clinical(())[1] if cfg.clinical else None
-        head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=0 if clinical is None else 5)
-        plans.append(ModelPlan(name=cfg.head, head=head, clinical=clinical, seed=cfg.seed, epochs=cfg.epochs,
-                               patience=cfg.patience))
+def _setup(cfg, cache, cohort):  # noqa: ANN001, ANN202
+    """What ``run_train`` fits for ``cfg``: (data, fit inputs, settings, initialised head, feature source)."""
     import torch
 
-    return data, shared, plans, FeatureSource(cache.features, torch.device("cpu"), precision=cfgs[0].precision)
+    from balnmp_cache.train.data import prepare_task_data
+    from balnmp_cache.train.engine import FeatureSource
+    from balnmp_cache.train.fit import FitSettings
+    from balnmp_cache.train.run import _eval_bags, _fit_data, build_head
+
+    data = prepare_task_data(cfg, cache, cohort)
+    clinical = data.clinical(())[1] if cfg.clinical else None
+    fit_data = _fit_data(cfg, data, _eval_bags(cfg, data), clinical)
+    head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=0 if clinical is None else clinical.shape[1])
+    source = FeatureSource(cache.features, torch.device("cpu"), precision=cfg.precision)
+    return data, fit_data, FitSettings.from_config(cfg), head, source
 
 
 def _warm_up() -> None:
@@ -104,7 +103,7 @@ def _warm_up() -> None:
 
 
 class EpochClock:
-    """A progress listener that records the wall time of every epoch of ``fit_models``."""
+    """A progress listener that records the wall time of every epoch of ``fit``."""
 
     def __init__(self) -> None:
         self.marks: list[float] = []
@@ -125,15 +124,15 @@ def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, 
     The first epoch is left out (first-touch allocations); the best of the others is the figure
     least disturbed by other processes on a shared machine, the median is printed beside it.
     """
-    from balnmp_cache.train.loop import fit_models
+    from balnmp_cache.train.fit import fit
 
     _warm_up()
     cfg = _config(cache_dir, cohort_csv, work / "ours", head=head, clinical=True, epochs=epochs, patience=epochs,
                   precision=precision)
-    _, shared, plans, source = _setup([cfg], cache, cohort)
-    n_bags = len(shared.train_bags(1))
+    _, fit_data, settings, model, source = _setup(cfg, cache, cohort)
+    n_bags = len(fit_data.train_bags.draw(1))
     clock = EpochClock()
-    fit_models(plans, shared, source, progress=clock)
+    fit(model, settings, fit_data, source, progress=clock)
     times = clock.epochs[1:] or clock.epochs
     return float(min(times)), float(np.median(times)), n_bags
 
@@ -147,13 +146,13 @@ def reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed:
     from balnmp_cache.cache import list_slide_files
 
     cfg = _config(cache_dir, cohort_csv, work / "ref", head=head, clinical=True, epochs=1)
-    data, shared, plans, _ = _setup([cfg], cache, cohort)
-    model = plans[0].head.train()
-    clinical = torch.from_numpy(plans[0].clinical)
+    data, fit_data, _, model, _ = _setup(cfg, cache, cohort)
+    model = model.train()
+    clinical = torch.from_numpy(fit_data.clinical)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-3)
     files = list_slide_files(cache.directory)
     slide_of_row = np.repeat(np.arange(len(cache.slide_ids)), np.diff(cache.offsets))
-    bags = shared.train_bags(1)
+    bags = fit_data.train_bags.draw(1)
     order = np.random.default_rng(0).permutation(len(bags))
     timed = order[: min(n_timed, len(order))]
     warm = order[-5:]
@@ -209,41 +208,32 @@ def speed(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: in
             "lines": [line, line_fp32]}
 
 
-def grid_pays(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
-    """10 configurations (5 heads x image / image + clinical) for a few epochs: together vs one by one."""
+def grid_epochs(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
+    """10 configurations (5 heads x image / image + clinical) for a few epochs, one after the other."""
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
-    from balnmp_cache.train.loop import fit_models
+    from balnmp_cache.train.fit import fit
 
     _warm_up()
     cache = load_cache(cache_dir)
     cohort = load_cohort(cohort_csv)
     cfgs = [_config(cache_dir, cohort_csv, work / f"g-{h}-{c}", head=h, clinical=c, epochs=epochs, patience=epochs)
             for h in HEADS for c in (False, True)]
-    together, separate = np.inf, np.inf
-    for _ in range(2):  # interleaved, best of two: a burst of load elsewhere hits both alike
-        _, shared, plans, source = _setup(cfgs, cache, cohort)
-        tic = time.perf_counter()
-        fit_models(plans, shared, source)
-        together = min(together, time.perf_counter() - tic)
+    best = np.inf
+    for _ in range(2):  # best of two: a burst of load elsewhere hits one of them
         spent = 0.0
         for cfg in cfgs:
-            _, shared, plans, source = _setup([cfg], cache, cohort)
+            _, fit_data, settings, model, source = _setup(cfg, cache, cohort)
             tic = time.perf_counter()
-            fit_models(plans, shared, source)
+            fit(model, settings, fit_data, source)
             spent += time.perf_counter() - tic
-        separate = min(separate, spent)
-    log(f"{len(cfgs)} configurations x {epochs} epochs: trained together {together:.1f} s, one by one {separate:.1f} s "
-        "(best of 2, interleaved)")
-    line = bench_line("grid_group_vs_separate_512d", together, "s", separate, separate / together)
-    per_model_epoch = together / (len(cfgs) * epochs)
-    return {"together": together, "separate": separate, "per_model_epoch": per_model_epoch, "line": line,
-            "epochs": epochs, "n": len(cfgs)}
+        best = min(best, spent)
+    log(f"{len(cfgs)} configurations x {epochs} epochs, one after the other: {best:.1f} s (best of 2)")
+    return {"seconds": best, "per_model_epoch": best / (len(cfgs) * epochs), "epochs": epochs, "n": len(cfgs)}
 
 
 GRID_TOML = """
 out = "{out}"
-group = false
 [base]
 cohort = "{cohort}"
 cache = "{cache}"
@@ -344,15 +334,14 @@ def main() -> None:
         notes.append(f"- 512-d: {n512} patches, {r['bags']} training bags per epoch; ours {r['ours_s']:.2f} s/epoch "
                      f"(best epoch, incl. validation, precision {r['default_precision']}; fp32 {r['fp32_s']:.2f}), reference {r['ref_s']:.1f} s/epoch (best "
                      f"of 10 chunks of {r['timed']} bags, scaled to the epoch).")
-        g = grid_pays(cache512, cohort512, work, epochs=2 if q else 4)
-        lines.append(g["line"])
-        notes.append(f"- {g['n']} configurations (5 heads x image/image+clinical) x {g['epochs']} epochs on shared batches: "
-                     f"{g['together']:.1f} s together vs {g['separate']:.1f} s one by one.")
+        g = grid_epochs(cache512, cohort512, work, epochs=2 if q else 4)
+        notes.append(f"- {g['n']} configurations (5 heads x image/image+clinical) x {g['epochs']} epochs, one after the "
+                     f"other: {g['seconds']:.1f} s.")
         if q:
             minutes = g["per_model_epoch"] * 100 * 60 / 60
             lines.append(bench_line("grid_100_512d_upper_bound", minutes, "min", 30.0, 30.0 / minutes))
             notes.append(f"- 100-configuration grid (5 heads x 2 variants x 10 seeds), --quick: extrapolated from the "
-                         f"group above to 100 configurations x 60 epochs without early stopping (an upper bound): "
+                         f"10 configurations above to 100 configurations x 60 epochs without early stopping (an upper bound): "
                          f"{minutes:.1f} min (target: under 30 min).")
         else:
             t = grid_time(cache512, cohort512, work, seeds=1)

@@ -2,43 +2,46 @@
 
 ``create_head(name, in_dim=D, n_classes=C, clinical_dim=K, **options)`` builds a head;
 ``head(features (B, N, D), mask (B, N), clinical (B, K)) -> (logits (B, C), attention (B, N))``.
-Importing this package imports torch.
+Importing this package imports nothing heavy: ``list_heads``, ``head_spec`` and ``HeadSpec`` (the
+names and capabilities of the heads) never import torch; the other names import it when first used.
 """
 
-from balnmp_cache.mil.base import MILHead as MILHead
-from balnmp_cache.mil.heads import (
-    ABMILHead as ABMILHead,
-    BalnmpHead as BalnmpHead,
-    ClinicalOnlyHead as ClinicalOnlyHead,
-    GatedABMILHead as GatedABMILHead,
-    MaxPoolHead as MaxPoolHead,
-    MeanPoolHead as MeanPoolHead,
-)
-from balnmp_cache.mil.official import (
-    OFFICIAL_HEAD_KEYS as OFFICIAL_HEAD_KEYS,
-    load_official_head as load_official_head,
-    split_official_state_dict as split_official_state_dict,
-)
-from balnmp_cache.mil.registry import (
-    create_head as create_head,
-    head_options as head_options,
-    list_heads as list_heads,
-    register_head as register_head,
-)
+from __future__ import annotations
 
-__all__ = [
-    "OFFICIAL_HEAD_KEYS",
-    "ABMILHead",
-    "BalnmpHead",
-    "ClinicalOnlyHead",
-    "GatedABMILHead",
-    "MILHead",
-    "MaxPoolHead",
-    "MeanPoolHead",
-    "create_head",
-    "head_options",
-    "list_heads",
-    "load_official_head",
-    "register_head",
-    "split_official_state_dict",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HeadSpec": "catalog",
+    "head_spec": "catalog",
+    "head_specs": "catalog",
+    "list_heads": "catalog",
+    "MILHead": "base",
+    "create_head": "registry",
+    "head_options": "registry",
+    "register_head": "registry",
+    "ABMILHead": "heads",
+    "BalnmpHead": "heads",
+    "ClinicalOnlyHead": "heads",
+    "GatedABMILHead": "heads",
+    "MaxPoolHead": "heads",
+    "MeanPoolHead": "heads",
+    "OFFICIAL_HEAD_KEYS": "official",
+    "load_official_head": "official",
+    "split_official_state_dict": "official",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

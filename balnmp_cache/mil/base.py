@@ -11,7 +11,10 @@ import abc
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from balnmp_cache.errors import ConfigError
 
 __all__ = ["MILHead", "make_classifier", "masked_mean", "masked_softmax", "tile_clinical", "uniform_attention"]
 
@@ -97,6 +100,18 @@ class MILHead(nn.Module, abc.ABC):
     Subclasses implement :meth:`pool` and set ``self.classifier``; build them through
     :func:`balnmp_cache.mil.create_head` so options are validated.
 
+    A head declares what it needs with three class attributes, which the trainer, the grid
+    expansion and the checks read (nothing outside ``mil/`` looks at a head's name):
+
+    - ``uses_features`` (default ``True``): it reads the patch features. ``False``: the trainer
+      feeds it a zero-cost stand-in, and a grid runs it once, on its first cache.
+    - ``needs_clinical`` (default ``False``): it needs a clinical vector (``clinical_dim > 0``).
+    - ``closed_form`` (default ``False``): it is fitted once to convergence by
+      :meth:`fit_closed_form` instead of epoch by epoch (needs ``uses_features = False``).
+
+    :meth:`loss` is the training loss (cross-entropy by default); override it for a head with a
+    loss of its own.
+
     Attributes:
         name: the registry name (set by ``register_head``).
         in_dim: D, the feature dimension the head accepts.
@@ -106,8 +121,20 @@ class MILHead(nn.Module, abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    uses_features: ClassVar[bool] = True
+    needs_clinical: ClassVar[bool] = False
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, *, in_dim: int, n_classes: int, clinical_dim: int = 0, expand_times: int = 10) -> None:
+        if self.needs_clinical and clinical_dim <= 0:
+            from balnmp_cache.mil.catalog import head_specs
+
+            readers = ", ".join(spec.name for spec in head_specs() if spec.uses_features)
+            raise ConfigError(
+                f"MIL head {self.name!r} needs clinical data, but clinical_dim={clinical_dim}; turn clinical inputs "
+                f"on (`clinical = true` in the train configuration, or --clinical) or choose a head that reads the "
+                f"features ({readers})"
+            )
         super().__init__()
         self.in_dim = int(in_dim)
         self.n_classes = int(n_classes)
@@ -149,6 +176,39 @@ class MILHead(nn.Module, abc.ABC):
         features, mask, clinical = self._check_inputs(features, mask, clinical)
         pooled, attention = self.pool(features, mask)
         return self.classify(pooled, clinical), attention
+
+    def loss(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The training loss of a batch: cross-entropy unless a head brings its own.
+
+        Args:
+            logits: (B, C) logits of the batch (any float dtype; computed in float32).
+            target: (B,) int64 class labels.
+            weight: (C,) class weights, or ``None``.
+
+        Returns:
+            A scalar: the mean loss over the batch (weighted like ``F.cross_entropy``).
+        """
+        return F.cross_entropy(logits.float(), target, weight=weight)
+
+    def fit_closed_form(
+        self, features: Tensor, clinical: Tensor | None, target: Tensor, sample_weight: Tensor, *, weight_decay: float
+    ) -> float:
+        """Fit the head to convergence on one input per training patient (heads with ``closed_form``).
+
+        Args:
+            features: (S, 1, D) a zero-cost stand-in (closed-form heads do not read features).
+            clinical: (S, K) each training patient's clinical vector.
+            target: (S,) int64 labels.
+            sample_weight: (S,) each patient's weight (its number of training bags times its class weight).
+            weight_decay: the L2 penalty, ``0.5 * weight_decay * sum(p ** 2)``.
+
+        Returns:
+            The final training loss.
+
+        Raises:
+            TypeError: the head is trained epoch by epoch (``closed_form`` is ``False``).
+        """
+        raise TypeError(f"MIL head {self.name!r} is trained epoch by epoch (closed_form = False); it has no closed-form fit")
 
     def _check_inputs(
         self, features: Tensor, mask: Tensor | None, clinical: Tensor | None

@@ -1,24 +1,36 @@
 """The head registry: heads are registered by name and built with validated options.
 
-Adding a head is one class and one decorator::
+Adding a head is one class and one decorator, in any module::
 
     @register_head("my_head")
     class MyHead(MILHead):
+        needs_clinical = False  # capabilities (uses_features, needs_clinical, closed_form): see MILHead
+
         def __init__(self, *, in_dim, n_classes, clinical_dim=0, dropout=0.25, expand_times=10): ...
 
-Its options are the keyword arguments of ``__init__`` after ``in_dim``, ``n_classes`` and
-``clinical_dim``; :func:`create_head` rejects any other option with a :class:`ConfigError`.
+        def pool(self, features, mask): ...  # (B, N, D), (B, N) -> pooled (B, P), attention (B, N)
+
+        def loss(self, logits, target, weight=None): ...  # optional: a loss of its own
+
+Once its module is imported, the head is listed, checked and trained like the built-in ones
+(``--head my_head``); no trainer edit is needed. Its options are the keyword arguments of
+``__init__`` after ``in_dim``, ``n_classes`` and ``clinical_dim``; :func:`create_head` rejects any
+other option with a :class:`ConfigError`. Names and capabilities are also kept in
+:mod:`balnmp_cache.mil.catalog`, readable without torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import numbers
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.mil import catalog
 from balnmp_cache.mil.base import MILHead
+from balnmp_cache.mil.catalog import HeadSpec, list_heads
 
 __all__ = ["create_head", "head_options", "list_heads", "register_head"]
 
@@ -49,8 +61,13 @@ _OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 def register_head(name: str) -> Callable[[H], H]:
     """Class decorator that registers a :class:`MILHead` subclass under ``name``.
 
+    The class's capabilities (``uses_features``, ``needs_clinical``, ``closed_form``) are recorded in
+    :mod:`balnmp_cache.mil.catalog`, so help texts and checks see the head without importing torch.
+
     Raises:
-        ValueError: ``name`` is already taken by another class, or the class is not a ``MILHead``.
+        ValueError: ``name`` is already taken by another class, the class is not a ``MILHead``, it
+            declares other capabilities than the catalog lists for a built-in name, or it is
+            ``closed_form`` but reads features.
     """
 
     def decorator(cls: H) -> H:
@@ -58,32 +75,28 @@ def register_head(name: str) -> Callable[[H], H]:
             raise ValueError(f"register_head({name!r}) decorates MILHead subclasses; got {cls!r}")
         if name in _HEADS and _HEADS[name] is not cls:
             raise ValueError(f"a MIL head named {name!r} is already registered ({_HEADS[name].__qualname__})")
+        if cls.closed_form and cls.uses_features:
+            raise ValueError(f"MIL head {name!r}: a closed_form head is fitted on one input per patient, not on bags; "
+                             "set uses_features = False or closed_form = False")
+        spec = HeadSpec(name, uses_features=cls.uses_features, needs_clinical=cls.needs_clinical,
+                        closed_form=cls.closed_form, module=cls.__module__)
+        known = catalog.declared(name)
+        if known is not None and known != spec:
+            raise ValueError(f"MIL head {name!r}: {cls.__qualname__} declares {spec} but the catalog lists {known}; "
+                             "make them agree (balnmp_cache/mil/catalog.py)")
         cls.name = name
         _HEADS[name] = cls
+        catalog.add(spec)
         return cls
 
     return decorator
 
 
-def _ensure_builtin_heads() -> None:
-    import balnmp_cache.mil.heads  # noqa: F401  (registers the built-in heads on import)
-
-
-def list_heads() -> list[str]:
-    """Names of the registered heads, sorted."""
-    _ensure_builtin_heads()
-    return sorted(_HEADS)
-
-
 def _lookup(name: str) -> type[MILHead]:
-    _ensure_builtin_heads()
-    try:
-        return _HEADS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown MIL head {name!r}; valid heads are: {', '.join(sorted(_HEADS))} "
-            "(the `head` key of the train configuration, or --head)"
-        ) from None
+    spec = catalog.head_spec(name)
+    if name not in _HEADS:
+        importlib.import_module(spec.module)  # a built-in head registers itself when its module is imported
+    return _HEADS[name]
 
 
 def head_options(name: str) -> dict[str, Any]:

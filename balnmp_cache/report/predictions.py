@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -17,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from balnmp_cache.errors import ReportInputError
+from balnmp_cache import runs
+from balnmp_cache.errors import ConfigError, ReportInputError
 from balnmp_cache.sorting import natural_key
 
 if TYPE_CHECKING:
@@ -232,49 +232,42 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
-def _read_run_json(path: Path, n_classes: int) -> RunInfo:
+def _read_run_json(folder: Path, n_classes: int) -> RunInfo:
+    path = runs.run_files(folder).run_json
     if not path.is_file():
         return RunInfo()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReportInputError(f"{path} is not valid JSON: {err}; fix or remove it") from err
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{path} must hold a JSON object with task, classes, head, clinical, seed and cache")
-    classes = data.get("classes")
-    if classes is not None:
-        if not isinstance(classes, list) or len(classes) != n_classes:
-            raise ReportInputError(
-                f"{path}: 'classes' is {classes!r} but predictions.csv beside it has {n_classes} probability "
-                f"columns p_0..p_{n_classes - 1}; they must agree"
-            )
-        classes = tuple(str(c) for c in classes)
-    task = data.get("task")
-    if task is not None and not isinstance(task, int):
-        raise ReportInputError(f"{path}: 'task' must be an integer (0-4), got {task!r}")
-    cache = data.get("cache") if isinstance(data.get("cache"), dict) else {}
-    weights = cache.get("weights")
+        record = runs.read_run(folder)
+    except ConfigError as err:
+        raise ReportInputError(str(err)) from err
+    classes = record.classes
+    if classes is not None and len(classes) != n_classes:
+        raise ReportInputError(
+            f"{path}: 'classes' is {list(classes)!r} but predictions.csv beside it has {n_classes} probability "
+            f"columns p_0..p_{n_classes - 1}; they must agree"
+        )
+    weights = record.cache.get("weights")
     return RunInfo(
-        task=task,
-        task_name=data.get("task_name"),
+        task=record.task,
+        task_name=record.task_name,
         classes=classes,
-        head=data.get("head"),
-        clinical=data.get("clinical"),
-        seed=data.get("seed"),
-        encoder=cache.get("encoder"),
+        head=record.head,
+        clinical=record.clinical,
+        seed=record.seed,
+        encoder=record.cache.get("encoder"),
         weights=None if weights is None else str(weights),
-        random_weights=_flag(cache.get("random_weights", False)) or weights == "random",
+        random_weights=_flag(record.cache.get("random_weights", False)) or weights == "random",
     )
 
 
 def _resolve(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
-        target = path / "predictions.csv"
+        target = runs.run_files(path).predictions
         if not target.is_file():
             raise ReportInputError(
-                f"run directory {path} has no predictions.csv; pass a run directory written by "
-                "'balnmp-cache train' or the path of a predictions.csv"
+                f"run directory {path} has no {target.name}; pass a run directory written by "
+                f"'balnmp-cache train' or the path of a {target.name}"
             )
         return target
     if not path.is_file():
@@ -283,18 +276,11 @@ def _resolve(path: Path) -> Path:
 
 
 def _refuse_unfinished(csv_path: Path) -> None:
-    """A trained run's folder (it has ``checkpoint.pt``) must say it finished, else its files may be stale."""
+    """A trained run's folder (it has a checkpoint) must say it finished, else its files may be stale."""
     folder = csv_path.parent
-    if not (folder / "checkpoint.pt").is_file():
+    if not runs.has_checkpoint(folder):
         return  # a bare predictions.csv from elsewhere
-    run_json = folder / "run.json"
-    complete = False
-    if run_json.is_file():
-        try:
-            complete = json.loads(run_json.read_text(encoding="utf-8")).get("complete") is True
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            complete = False
-    if not complete:
+    if not runs.is_finished(folder):
         raise ReportInputError(
             f"run {folder} is unfinished (no run.json marking it complete): its predictions.csv may be from an "
             "earlier or interrupted run; train it again, or pass a finished run"
@@ -315,7 +301,7 @@ def load_predictions(path: Path, *, name: str | None = None) -> RunPredictions:
     csv_path = _resolve(path)
     _refuse_unfinished(csv_path)
     frame, n_classes = _validate(csv_path, _read_table(csv_path))
-    info = _read_run_json(csv_path.parent / "run.json", n_classes)
+    info = _read_run_json(csv_path.parent, n_classes)
     run_name = name or csv_path.resolve().parent.name
     log.debug("read %d rows of %d classes from %s", len(frame), n_classes, csv_path)
     return RunPredictions(name=run_name, path=csv_path, table=frame, n_classes=n_classes, info=info)

@@ -3,7 +3,8 @@
 ``run_train(TrainConfig)`` trains one attention-MIL head on a feature cache and writes a run
 directory; ``run_ablation(AblationGrid)`` trains every configuration of a grid in one process, sharing
 the loaded features; ``run_predict(PredictConfig)`` applies a trained run to new slides.
-Importing this package does not import torch (the training functions do).
+Importing this package (or ``balnmp_cache.train.config``) imports nothing heavy — no torch, h5py,
+zarr, pandas or matplotlib (tested): the training functions import them when called.
 """
 
 from balnmp_cache.train.ablate import AblationGrid as AblationGrid
@@ -17,7 +18,6 @@ from balnmp_cache.train.predict import PredictRow as PredictRow
 from balnmp_cache.train.predict import run_predict as run_predict
 from balnmp_cache.train.run import TrainResult as TrainResult
 from balnmp_cache.train.run import run_train as run_train
-from balnmp_cache.train.run import train_group as train_group
 
 __all__ = [
     "AblationGrid",
@@ -31,5 +31,4 @@ __all__ = [
     "run_ablation",
     "run_predict",
     "run_train",
-    "train_group",
 ]

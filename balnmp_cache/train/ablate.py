@@ -3,7 +3,6 @@
 A grid file (``stages/ablations/*.toml``)::
 
     out = "out/demo/ablation"          # runs go to <out>/runs/<name>, tables to <out>/runs.csv, results.csv
-    group = false                      # true: train configurations that share data and batches together
 
     [base]                             # TrainConfig keys shared by every run (not `out`)
     cohort = "demo/bcnb"
@@ -18,10 +17,13 @@ A grid file (``stages/ablations/*.toml``)::
     seed = [0, 1, 2]
 
 ``variant`` sets ``clinical`` and ``head``: ``image`` (clinical = false), ``image_clinical``
-(clinical = true), ``clinical_only`` (head = clinical_only, clinical = true). A clinical-only model
-does not depend on the head or the encoder, so it runs once per remaining axis, on the grid's
-first cache. Finished runs (``run.json`` complete and ``predictions.csv`` present) are never redone;
-the tables are rebuilt from all finished runs of the grid.
+(clinical = true), ``clinical_only`` (head = clinical_only, clinical = true). A head that does not
+read features (``uses_features = False``, e.g. the clinical-only one) does not depend on the encoder
+or on the image heads' options, so it runs once per remaining axis, on the grid's first cache, with
+its default options, and is labelled ``clinical_only`` in the tables. Each configuration is trained
+by :func:`~balnmp_cache.train.run.run_train`; the features of a cache are loaded once for all of its
+runs. Finished runs (see :func:`balnmp_cache.runs.is_finished`) are never redone; the tables are
+rebuilt from all finished runs of the grid.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from balnmp_cache.config import StageConfig, save_resolved, to_plain
 from balnmp_cache.errors import ConfigError
+from balnmp_cache.mil.catalog import head_spec
 from balnmp_cache.progress import ProgressCallback, emit
+from balnmp_cache.runs import is_finished, read_run, write_csv
 from balnmp_cache.train.config import TrainConfig
-from balnmp_cache.train.rundir import is_finished, read_run_json, write_csv
-from balnmp_cache.train.run import group_key
 
 __all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
 
@@ -62,14 +64,17 @@ class AblationGrid(StageConfig):
     """An ablation grid file (see the module docstring)."""
 
     out: Path = Field(Path("out/ablation"), description="folder for the runs and the results tables")
-    group: bool = Field(
-        False,
-        description="train configurations that share data and batches together (no gain measured on the CPU; "
-        "see benchmarks/RESULTS.md)",
-    )
     description: str = Field("", description="free text shown nowhere but kept with the resolved grid")
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every run")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="TrainConfig keys (and 'variant') to cross")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "group" in data:
+            raise ConfigError("the ablation grid key 'group' was removed (training configurations together was no "
+                              "faster; every run now trains alone); delete the line 'group = ...' from the grid file")
+        return data
 
     @model_validator(mode="after")
     def _known_keys(self) -> AblationGrid:
@@ -118,8 +123,12 @@ class AblationResult:
     summary_rows: list[dict[str, Any]]
 
 
+def _reads_features(head: str) -> bool:
+    return head_spec(head).uses_features
+
+
 def _variant_of(cfg: TrainConfig) -> str:
-    if cfg.head == "clinical_only":
+    if not _reads_features(cfg.head):
         return "clinical_only"
     return "image_clinical" if cfg.clinical else "image"
 
@@ -137,7 +146,7 @@ def _run_name(cfg: TrainConfig, variant: str) -> str:
     """Readable and stable: task, cache, head, variant, N, M, seed, then a digest of the whole configuration."""
     plain = to_plain(cfg.model_dump(exclude={"out"}))
     digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    cache = "any" if variant == "clinical_only" else _cache_label(cfg.cache)
+    cache = _cache_label(cfg.cache) if _reads_features(cfg.head) else "any"
     m = "auto" if cfg.bags_per_slide is None else str(cfg.bags_per_slide)
     return f"task{cfg.task}-{cache}-{cfg.head}-{variant}-N{cfg.bag_size}-M{m}-seed{cfg.seed}-{digest}"
 
@@ -161,9 +170,11 @@ def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]
             data["bags_per_slide"] = None
         if variant is not None:
             data.update(VARIANTS[variant])
-        if data.get("head") == "clinical_only":
+        head = data.get("head", TrainConfig.model_fields["head"].default)
+        if not _reads_features(head):  # the encoder and the image heads' options do not matter: run it once
             data["cache"] = first_cache
-            data["clinical"] = True
+            if head_spec(head).needs_clinical:
+                data["clinical"] = True
             data["head_options"] = {}
         data["out"] = out / "runs" / "pending"
         try:
@@ -179,20 +190,21 @@ def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]
 
 
 def _row(run: GridRun) -> dict[str, Any] | None:
-    info = read_run_json(run.config.out, missing_ok=True)
-    if not info or not is_finished(run.config.out):
+    if not is_finished(run.config.out):
         return None
-    metrics = info.get("metrics", {})
+    record = read_run(run.config.out)
+    metrics = record.metrics
     cfg = run.config
+    image = _reads_features(cfg.head)
     return {
-        "run": run.name, "task": cfg.task, "task_name": info.get("task_name"),
-        "encoder": "-" if run.variant == "clinical_only" else info.get("cache", {}).get("encoder"),
-        "cache": "-" if run.variant == "clinical_only" else _cache_label(cfg.cache),
+        "run": run.name, "task": cfg.task, "task_name": record.task_name,
+        "encoder": record.cache.get("encoder") if image else "-",
+        "cache": _cache_label(cfg.cache) if image else "-",
         "head": cfg.head, "variant": run.variant, "N": cfg.bag_size,
         "M": "auto" if cfg.bags_per_slide is None else cfg.bags_per_slide, "seed": cfg.seed,
-        "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run"),
+        "best_epoch": record.best_epoch, "epochs_run": record.epochs_run,
         "val_auc": metrics.get("val", {}).get("auc"), "test_auc": metrics.get("test", {}).get("auc"),
-        "test_acc": metrics.get("test", {}).get("acc"), "seconds": info.get("seconds"),
+        "test_acc": metrics.get("test", {}).get("acc"), "seconds": record.seconds,
     }
 
 
@@ -244,9 +256,7 @@ def _pm(mean: float | None, sd: float | None) -> str | None:
 def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = None) -> AblationResult:
     """Train every configuration of the grid ``config`` that is not finished yet, then tabulate.
 
-    Features of a cache are loaded once and shared by all its runs; with ``group = true``,
-    configurations that share data and batches (same cache, task, splits, N, M, B and seed) train
-    together in one loop (same results; measured no faster on a 2-core CPU, hence off by default).
+    Features of a cache are loaded once and shared by all its runs; each run trains alone.
 
     Args:
         config: the grid (``load_config(AblationGrid, path)``); runs go to ``config.out``.
@@ -255,18 +265,17 @@ def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = No
     Raises:
         ConfigError: an invalid grid; CohortError / CacheError: bad data, before that data's runs start.
     """
-    cfg = config
-    out = Path(cfg.out)
-    runs = expand_grid(cfg, out=out)
+    out = Path(config.out)
+    runs = expand_grid(config, out=out)
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out, name="ablation.toml")
+    save_resolved(config, out, name="ablation.toml")
     done = [r for r in runs if is_finished(r.config.out)]
     pending = [r for r in runs if not is_finished(r.config.out)]
     log.info("ablation %s: %d configurations, %d finished before, %d to run", out, len(runs), len(done), len(pending))
     emit(progress, "start", "runs", total=len(runs))
     if done:
         emit(progress, "advance", "runs", steps=len(done))
-    _train_pending(pending, group=cfg.group, progress=progress)
+    _train_pending(pending, progress=progress)
     emit(progress, "end", "runs")
     rows = [row for r in runs if (row := _row(r)) is not None]
     csv_path, summary = _tables(out, rows)
@@ -274,33 +283,28 @@ def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = No
                           summary_columns=list(SUMMARY_COLUMNS), summary_rows=summary)
 
 
-def _train_pending(pending: list[GridRun], *, group: bool, progress: ProgressCallback | None) -> None:
+def _train_pending(pending: list[GridRun], *, progress: ProgressCallback | None) -> None:
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
-    from balnmp_cache.train.loop import FeatureSource, resolve_device
-    from balnmp_cache.train.run import train_group
+    from balnmp_cache.train.engine import FeatureSource, resolve_device
+    from balnmp_cache.train.run import run_train
 
     by_cache: dict[str, list[GridRun]] = {}
     for run in pending:
         by_cache.setdefault(str(run.config.cache), []).append(run)
     cohorts: dict[str, Any] = {}
-    for cache_path, runs in by_cache.items():
+    for cache_path, members in by_cache.items():
         cache = load_cache(Path(cache_path))  # loaded once for all of its runs
         sources: dict[tuple[str, str], Any] = {}
-        batches: dict[tuple[Any, ...], list[GridRun]] = {}
-        for run in runs:
-            key = group_key(run.config) if group else (run.name,)
-            batches.setdefault(key, []).append(run)
-        for members in batches.values():
-            first = members[0].config
-            cohort_key = str(first.cohort)
-            if cohort_key not in cohorts:
-                cohorts[cohort_key] = load_cohort(first.cohort)
-            device = (str(resolve_device(first.device)), first.precision)
-            if device not in sources:
-                sources[device] = FeatureSource(cache.features, resolve_device(first.device), precision=first.precision)
-            log.info("training %s", ", ".join(m.name for m in members))
-            train_group([m.config for m in members], cache=cache, cohort=cohorts[cohort_key], source=sources[device],
-                        progress=progress)
-            emit(progress, "advance", "runs", steps=len(members))
+        for run in members:
+            cfg = run.config
+            if str(cfg.cohort) not in cohorts:
+                cohorts[str(cfg.cohort)] = load_cohort(cfg.cohort)
+            device = resolve_device(cfg.device)
+            if (str(device), cfg.precision) not in sources:
+                sources[str(device), cfg.precision] = FeatureSource(cache.features, device, precision=cfg.precision)
+            log.info("training %s", run.name)
+            run_train(cfg, cache=cache, cohort=cohorts[str(cfg.cohort)], source=sources[str(device), cfg.precision],
+                      progress=progress)
+            emit(progress, "advance", "runs", steps=1)
         del cache, sources

@@ -24,6 +24,7 @@ from balnmp_cache.errors import CacheError, CohortError
 __all__ = [
     "EVAL_SEED",
     "BagSet",
+    "EpochBags",
     "PatientRows",
     "epoch_rng",
     "eval_bags",
@@ -273,3 +274,41 @@ def iter_batches(bags: BagSet, batch_bags: int, *, rng: np.random.Generator | No
         if width < batch.rows.shape[1]:
             batch = BagSet(rows=batch.rows[:, :width], patient=batch.patient, bag=batch.bag)
         yield batch
+
+
+@dataclass(frozen=True)
+class EpochBags:
+    """The training bags of every epoch and their batches.
+
+    Bags are drawn anew each epoch with a generator of (seed, epoch), and shuffled into batches
+    with a generator of (seed, epoch, 1); with ``fixed`` bags (the official replay) every epoch
+    uses those, shuffled the same way.
+
+    Attributes:
+        rows: every patient's feature rows.
+        patients: (S,) the training patients.
+        bag_size: N, patches per bag.
+        bags_per_patient: M; ``None`` = ``max(1, floor(n / N))`` per patient.
+        batch_bags: B, bags per batch.
+        seed: the training seed.
+        fixed: the fixed training bags, or ``None`` (random bags).
+    """
+
+    rows: PatientRows
+    patients: np.ndarray
+    bag_size: int
+    bags_per_patient: int | None
+    batch_bags: int
+    seed: int
+    fixed: BagSet | None = None
+
+    def draw(self, epoch: int) -> BagSet:
+        """The training bags of ``epoch`` (1-based), grouped by patient."""
+        if self.fixed is not None:
+            return self.fixed
+        return sample_bags(self.rows, self.patients, bag_size=self.bag_size, bags_per_patient=self.bags_per_patient,
+                           rng=epoch_rng(self.seed, epoch, 0))
+
+    def batches(self, bags: BagSet, epoch: int) -> Iterator[BagSet]:
+        """``bags`` of ``epoch`` in shuffled batches of B."""
+        return iter_batches(bags, self.batch_bags, rng=epoch_rng(self.seed, epoch, 1))

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from balnmp_cache.config import StageConfig
+from balnmp_cache.mil.catalog import list_heads
 
 __all__ = ["PredictConfig", "TrainConfig"]
 
@@ -19,7 +20,7 @@ class TrainConfig(StageConfig):
     cohort: Path = Field(Path("demo/bcnb"), description="BCNB root or cohort CSV")
     out: Path = Field(Path("out/runs/run"), description="run directory")
     task: int = Field(0, ge=0, le=4, description="0 N0 vs N(+), 1 N+(1-2) vs N+(>2), 2 three-class, 3 N0 vs N+(1-2), 4 N0 vs N+(>2)")
-    head: str = Field("balnmp", description="MIL head: balnmp, abmil, gated_abmil, mean, max, clinical_only")
+    head: str = Field("balnmp", description=f"MIL head: {' | '.join(list_heads())} (or one added with register_head)")
     head_options: dict[str, float | int | str | bool] = Field(default_factory=dict, description="extra head options, e.g. dropout")
     clinical: bool = Field(True, description="fuse clinical data (age, size, ER, PR, HER2) after pooling")
     clinical_extra: list[str] = Field(default_factory=list, description="further cohort columns to add to the clinical vector")

@@ -1,8 +1,7 @@
-"""The tensor side of stage 2: devices, the in-memory features as a tensor, random streams, evaluation.
+"""The tensor side of stage 2: devices, the in-memory features as a tensor, evaluation, CPU dropout.
 
 :class:`FeatureSource` gathers a batch of bags ``(B, N, D)`` from the cache's feature matrix (kept in
-its stored dtype) and converts only that batch to float32. :class:`RngSlot` gives each model its own
-random stream. :func:`evaluate` scores bags with one or several heads, sharing every gather.
+its stored dtype) and converts only that batch to float32. :func:`evaluate` scores bags with a head.
 :func:`fast_dropout` swaps ``nn.Dropout`` for an equivalent that is about 3x faster on the CPU.
 """
 
@@ -11,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,6 @@ from balnmp_cache.train.bags import BagSet, iter_batches
 
 __all__ = [
     "FeatureSource",
-    "RngSlot",
     "autocast",
     "batch_inputs",
     "eval_batch_size",
@@ -104,40 +102,14 @@ class FeatureSource:
         return x, None if valid.all() else torch.from_numpy(valid).to(self.device)
 
 
-class RngSlot:
-    """One model's own random-number stream, swapped in around each of its steps."""
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        self.cpu = torch.Generator().manual_seed(seed).get_state()
-        self.cuda = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
-        self.device = device
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-        try:
-            yield
-        finally:
-            self.cpu = torch.get_rng_state()
-            if self.cuda is not None:
-                self.cuda = torch.cuda.get_rng_state(self.device)
-
-
 def batch_inputs(
-    source: FeatureSource, head: MILHead, clinical: torch.Tensor | None, batch: BagSet, cache: dict[str, Any]
+    source: FeatureSource, head: MILHead, clinical: torch.Tensor | None, batch: BagSet
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Features (B, N, D), mask (B, N) and clinical vectors (B, K) of one batch for one model.
+    """Features (B, N, D), mask (B, N) and clinical vectors (B, K) of one batch for ``head``.
 
-    The gather is done once per batch and shared through ``cache``; a clinical-only head gets a
-    zero-cost placeholder instead.
+    A head that does not read features (``uses_features = False``) gets a zero-cost stand-in.
     """
-    uses_features = head.name != "clinical_only"
-    key = "x" if uses_features else "placeholder"
-    if key not in cache:
-        cache[key] = source.gather(batch.rows) if uses_features else source.placeholder(batch.rows)
-    x, mask = cache[key]
+    x, mask = source.gather(batch.rows) if head.uses_features else source.placeholder(batch.rows)
     if clinical is not None:
         clinical = clinical[torch.from_numpy(batch.patient).to(clinical.device)]  # (B, K)
     return x, mask, clinical
@@ -176,17 +148,16 @@ class _RandDropout(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def fast_dropout(heads: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """Swap every ``nn.Dropout`` of ``heads`` for :class:`_RandDropout` inside the block (on the CPU).
+def fast_dropout(head: torch.nn.Module) -> Iterator[None]:
+    """Swap every ``nn.Dropout`` of ``head`` for :class:`_RandDropout` inside the block (on the CPU).
 
-    The heads' parameters and state dicts are untouched; the original modules are put back on exit.
+    The head's parameters and state dict are untouched; the original modules are put back on exit.
     """
     swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-    for head in heads:
-        for parent in head.modules():
-            for name, child in parent.named_children():
-                if type(child) is torch.nn.Dropout and not child.inplace:
-                    swapped.append((parent, name, child))
+    for parent in head.modules():
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.Dropout and not child.inplace:
+                swapped.append((parent, name, child))
     for parent, name, child in swapped:
         replacement = _RandDropout(child.p)
         replacement.train(child.training)
@@ -200,32 +171,37 @@ def fast_dropout(heads: Sequence[torch.nn.Module]) -> Iterator[None]:
 
 
 def evaluate(
-    heads: Sequence[MILHead],
-    clinicals: Sequence[torch.Tensor | None],
+    head: MILHead,
+    clinical: torch.Tensor | None,
     bags: BagSet,
     source: FeatureSource,
     *,
     attention: bool = False,
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Eval-mode bag probabilities (B, C) and, on request, attention (B, N) of each head, in float32."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eval-mode probabilities (B, C) of every bag and, on request, attention (B, N), in float32.
+
+    Args:
+        head: the head (put in eval mode).
+        clinical: (P, K) clinical vectors of every patient on the source's device, or ``None``.
+        bags: the bags to score.
+        source: the features.
+        attention: also return the attention of every patch.
+    """
     n_bags, width = bags.rows.shape
-    out_probs = [np.zeros((n_bags, h.n_classes), dtype=np.float32) for h in heads]
-    out_att = [np.zeros((n_bags, width), dtype=np.float32) if attention else None for _ in heads]
-    for h in heads:
-        h.eval()
+    probs = np.zeros((n_bags, head.n_classes), dtype=np.float32)
+    weights = np.zeros((n_bags, width), dtype=np.float32) if attention else None
+    head.eval()
     start = 0
     with torch.inference_mode():
         for batch in iter_batches(bags, eval_batch_size(width, source.dim)):
             stop = start + len(batch)
-            gathered: dict[str, Any] = {}
-            for i, (head, clinical) in enumerate(zip(heads, clinicals, strict=True)):
-                x, mask, clin = batch_inputs(source, head, clinical, batch, gathered)
-                # Always fp32 here, whatever the training precision: bf16 logits would quantise the
-                # scores into artificial ties that bias AUCs and DeLong tests. Evaluation is forward-only
-                # and cheap next to training.
-                logits, att = head(x, mask, clin)
-                out_probs[i][start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
-                if attention:
-                    out_att[i][start:stop, : att.shape[1]] = att.float().cpu().numpy()  # type: ignore[index]
+            x, mask, clin = batch_inputs(source, head, clinical, batch)
+            # Always fp32 here, whatever the training precision: bf16 logits would quantise the
+            # scores into artificial ties that bias AUCs and DeLong tests. Evaluation is forward-only
+            # and cheap next to training.
+            logits, att = head(x, mask, clin)
+            probs[start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            if weights is not None:
+                weights[start:stop, : att.shape[1]] = att.float().cpu().numpy()
             start = stop
-    return list(zip(out_probs, out_att, strict=True))
+    return probs, weights

@@ -21,12 +21,12 @@ import numpy as np
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.train.bags import eval_bags
-from balnmp_cache.train.config import PredictConfig
+from balnmp_cache.runs import Checkpoint, Scores, read_checkpoint, write_scores
 from balnmp_cache.sorting import natural_key
+from balnmp_cache.train.bags import BagSet, eval_bags
+from balnmp_cache.train.config import PredictConfig
 from balnmp_cache.train.data import patient_rows
 from balnmp_cache.train.metrics import merge_bags
-from balnmp_cache.train.rundir import CHECKPOINT, write_attention, write_csv
 
 __all__ = ["PredictResult", "PredictRow", "load_run", "run_predict"]
 
@@ -51,28 +51,18 @@ class PredictResult:
     rows: list[PredictRow]
 
 
-def load_run(run_dir: Path) -> tuple[dict[str, Any], Any]:
+def load_run(run_dir: Path) -> tuple[Checkpoint, Any]:
     """The checkpoint of a run directory and its head (eval mode, on the CPU).
 
     Raises:
         ConfigError: no checkpoint, or one this version cannot read.
     """
-    import torch
-
     from balnmp_cache.mil import create_head
 
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a trained run directory: {CHECKPOINT} is missing; pass the --out of a train run")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise ConfigError(f"cannot read {path}: {err}; re-run the training") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "balnmp-cache-run":
-        raise ConfigError(f"{path} is not a balnmp-cache run checkpoint")
-    head = create_head(ckpt["head"], in_dim=ckpt["in_dim"], n_classes=ckpt["n_classes"],
-                       clinical_dim=ckpt["clinical_dim"], **ckpt["head_options"])
-    head.load_state_dict(ckpt["state_dict"])
+    ckpt = read_checkpoint(run_dir)
+    head = create_head(ckpt.head, in_dim=ckpt.in_dim, n_classes=ckpt.n_classes, clinical_dim=ckpt.clinical_dim,
+                       **ckpt.head_options)
+    head.load_state_dict(ckpt.state_dict)
     return ckpt, head.eval()
 
 
@@ -89,11 +79,11 @@ def _as_cache(path: Path) -> Path | None:
     return directory if list_slide_files(directory) else None
 
 
-def _extract(ckpt: dict[str, Any], sources: list[Path], out: Path, progress: ProgressCallback | None) -> Path:
+def _extract(ckpt: Checkpoint, sources: list[Path], out: Path, progress: ProgressCallback | None) -> Path:
     from balnmp_cache.config import load_config
     from balnmp_cache.extract import ExtractConfig, run_extract
 
-    train_cache = Path(ckpt["cache"]["directory"])
+    train_cache = Path(ckpt.cache["directory"])
     settings = train_cache / "config.toml"
     if not settings.is_file():
         raise CacheError(
@@ -105,11 +95,11 @@ def _extract(ckpt: dict[str, Any], sources: list[Path], out: Path, progress: Pro
     return run_extract(cfg, progress=progress).cache_dir
 
 
-def _check_compatible(ckpt: dict[str, Any], cache: Any) -> None:
-    trained = ckpt["cache"]
-    if cache.feature_dim != ckpt["in_dim"]:
+def _check_compatible(ckpt: Checkpoint, cache: Any) -> None:
+    trained = ckpt.cache
+    if cache.feature_dim != ckpt.in_dim:
         raise CacheError(
-            f"features in {cache.directory} are {cache.feature_dim}-d but the run was trained on {ckpt['in_dim']}-d "
+            f"features in {cache.directory} are {cache.feature_dim}-d but the run was trained on {ckpt.in_dim}-d "
             f"features of encoder {trained.get('encoder')}; pass slides (to extract them with the run's settings) or "
             "a cache of the same encoder"
         )
@@ -122,11 +112,11 @@ def _check_compatible(ckpt: dict[str, Any], cache: Any) -> None:
         )
 
 
-def _clinical(ckpt: dict[str, Any], cohort: Path | None, patient_ids: list[str]) -> np.ndarray | None:
+def _clinical(ckpt: Checkpoint, cohort: Path | None, patient_ids: list[str]) -> np.ndarray | None:
     from balnmp_cache.cohort import ClinicalEncoder, load_cohort
     from balnmp_cache.cohort.table import format_rows
 
-    if not ckpt["clinical_dim"]:
+    if not ckpt.clinical_dim:
         return None
     if cohort is None:
         raise ConfigError("this run was trained with clinical data; pass --cohort with the patients' clinical table")
@@ -135,7 +125,7 @@ def _clinical(ckpt: dict[str, Any], cohort: Path | None, patient_ids: list[str])
     if missing:
         raise CohortError(f"patients with slides but no row in {cohort}:\n{format_rows(missing)}\n"
                           "add them to the cohort table (--cohort)")
-    encoder = ClinicalEncoder.from_json(ckpt["clinical_encoder"])
+    encoder = ClinicalEncoder.from_json(ckpt.clinical_encoder)
     blank = [f"row {table.at[p, 'source_row']} (patient {p}): {c} is blank" for p in patient_ids for c in encoder.columns
              if _is_blank(table.at[p, c])]
     if blank:
@@ -163,56 +153,61 @@ def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = No
     import torch
 
     from balnmp_cache.cache import load_cache
-    from balnmp_cache.train.loop import FeatureSource, evaluate, resolve_device
+    from balnmp_cache.train.engine import FeatureSource, evaluate, resolve_device
 
     run_dir, cohort, top_k, out = config.run_dir, config.cohort, config.top_k, config.out_dir
     ckpt, head = load_run(run_dir)
-    sources = [Path(s) for s in config.sources]
+    cache = load_cache(_cache_dir(ckpt, [Path(s) for s in config.sources], out, progress))
+    _check_compatible(ckpt, cache)
+    patient_ids = sorted(set(cache.patient_ids), key=natural_key)
+    clinical = _clinical(ckpt, cohort, patient_ids)
+    rows = patient_rows(cache, patient_ids)
+    if ckpt.bags == "official":
+        log.warning(
+            "this run was trained and evaluated on the official fixed bags; predictions use the standard "
+            "evaluation bags (all floor(n/N) disjoint bags per patient), so they can differ from the run's own"
+        )
+    bags = eval_bags(rows, patient_ids, bag_size=int(ckpt.bag_size))
+    emit(progress, "start", "predict", total=len(patient_ids))
+    device = resolve_device("auto")
+    source = FeatureSource(cache.features, device, precision=ckpt.precision)
+    clin = None if clinical is None else torch.from_numpy(clinical).to(device)
+    bag_probs, attention = evaluate(head.to(device), clin, bags, source, attention=True)
+    probs, n_bags = merge_bags(bag_probs, bags.patient, len(patient_ids), how=ckpt.merge)
+    emit(progress, "advance", "predict", steps=len(patient_ids))
+    emit(progress, "end", "predict")
+    save_resolved(config, out)
+    write_scores(out, Scores(patient_ids=patient_ids, probs=probs, n_bags=n_bags, bags=bags, attention=attention,
+                             patch_key=cache.patch_key, coords=cache.coords))
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    log.info("predicted %d patient(s) with %s; written to %s", len(patient_ids), run_dir, out)
+    return PredictResult(out=out, classes=list(ckpt.classes), rows=_rows(patient_ids, probs, bags, attention,
+                                                                          cache.patch_key, top_k))
+
+
+def _cache_dir(ckpt: Checkpoint, sources: list[Path], out: Path, progress: ProgressCallback | None) -> Path:
+    """The one feature cache among ``sources``, or the cache the slides among them are extracted into."""
     if not sources:
         raise ConfigError("no SOURCE given; pass slides, folders, BCNB roots or a feature cache")
     caches = [_as_cache(s) for s in sources]
     if all(c is not None for c in caches):
         if len(set(caches)) > 1:
             raise ConfigError("pass one feature cache at a time as SOURCE (or slides to extract together)")
-        cache_dir = caches[0]
-    elif any(c is not None for c in caches):
+        return caches[0]  # type: ignore[return-value]
+    if any(c is not None for c in caches):
         raise ConfigError("SOURCE mixes feature caches and slides; pass either one cache or slides")
-    else:
-        cache_dir = _extract(ckpt, sources, out, progress)
-    cache = load_cache(cache_dir)  # type: ignore[arg-type]
-    _check_compatible(ckpt, cache)
-    patient_ids = sorted(set(cache.patient_ids), key=natural_key)
-    clinical = _clinical(ckpt, cohort, patient_ids)
-    rows = patient_rows(cache, patient_ids)
-    if ckpt.get("bags") == "official":
-        log.warning(
-            "this run was trained and evaluated on the official fixed bags; predictions use the standard "
-            "evaluation bags (all floor(n/N) disjoint bags per patient), so they can differ from the run's own"
-        )
-    bags = eval_bags(rows, patient_ids, bag_size=int(ckpt["bag_size"]))
-    emit(progress, "start", "predict", total=len(patient_ids))
-    device = resolve_device("auto")
-    source = FeatureSource(cache.features, device, precision=ckpt.get("precision", "auto"))
-    clin = None if clinical is None else torch.from_numpy(clinical).to(device)
-    [(bag_probs, attention)] = evaluate([head.to(device)], [clin], bags, source, attention=True)
-    probs, n_bags = merge_bags(bag_probs, bags.patient, len(patient_ids), how=ckpt.get("merge", "mean"))
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    emit(progress, "advance", "predict", steps=len(patient_ids))
-    emit(progress, "end", "predict")
-    save_resolved(config, out)
-    header = ["patient_id", "n_bags", *(f"p_{c}" for c in range(probs.shape[1]))]
-    write_csv(out / "predictions.csv", header,
-              ([pid, int(n_bags[i]), *(f"{v:.8g}" for v in probs[i])] for i, pid in enumerate(patient_ids)))
-    write_attention(out / "attention.csv", patient_ids=patient_ids, split=None, bag_rows=bags.rows,
-                    bag_patient=bags.patient, bag_number=bags.bag, attention=attention, patch_key=cache.patch_key,
-                    coords=cache.coords)
-    result_rows = []
+    return _extract(ckpt, sources, out, progress)
+
+
+def _rows(patient_ids: list[str], probs: np.ndarray, bags: BagSet, attention: np.ndarray, patch_key: np.ndarray,
+          top_k: int) -> list[PredictRow]:
+    """One row per patient: (P, C) ``probs`` and the ``top_k`` patches of its bags with the highest attention."""
+    rows = []
     real = bags.rows >= 0
     for p, pid in enumerate(patient_ids):
         mine = (bags.patient == p)[:, None] & real  # (B, N)
-        keys = cache.patch_key[bags.rows[mine]]
+        keys = patch_key[bags.rows[mine]]
         weights = attention[mine]
         top = np.argsort(-weights, kind="stable")[:top_k]
-        result_rows.append(PredictRow(pid, [float(v) for v in probs[p]], [(str(keys[i]), float(weights[i])) for i in top]))
-    log.info("predicted %d patient(s) with %s; written to %s", len(patient_ids), run_dir, out)
-    return PredictResult(out=out, classes=list(ckpt["classes"]), rows=result_rows)
+        rows.append(PredictRow(pid, [float(v) for v in probs[p]], [(str(keys[i]), float(weights[i])) for i in top]))
+    return rows

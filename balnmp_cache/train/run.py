@@ -1,33 +1,38 @@
-"""``run_train``: one training run (or a group sharing data and batches) from config to run directory."""
+"""``run_train``: one training configuration, from config to run directory.
+
+config -> data (:func:`~balnmp_cache.train.data.prepare_task_data`) -> what the fit needs (bags,
+clinical vectors, an initialised head) -> :func:`~balnmp_cache.train.fit.fit` -> every patient
+scored on its evaluation bags -> :func:`balnmp_cache.runs.write_run`.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from balnmp_cache.config import save_resolved, to_plain
+from balnmp_cache import runs
+from balnmp_cache.config import to_plain
 from balnmp_cache.errors import CohortError, ConfigError
+from balnmp_cache.mil.catalog import head_spec
 from balnmp_cache.progress import ProgressCallback
-from balnmp_cache.train.bags import eval_bags, official_bag_set
+from balnmp_cache.train.bags import BagSet, EpochBags, eval_bags, official_bag_set
 from balnmp_cache.train.config import TrainConfig
 from balnmp_cache.train.data import TaskData, cache_provenance, prepare_task_data
 from balnmp_cache.train.metrics import merge_bags, split_metrics
 
-__all__ = ["GROUP_FIELDS", "TrainResult", "clinical_flag", "group_key", "run_train", "train_group"]
+if TYPE_CHECKING:
+    from balnmp_cache.cohort import ClinicalEncoder
+    from balnmp_cache.train.engine import FeatureSource
+    from balnmp_cache.train.fit import FitData, Fitted
+
+__all__ = ["TrainResult", "build_head", "check_config", "clinical_flag", "run_train"]
 
 log = logging.getLogger(__name__)
-
-GROUP_FIELDS: tuple[str, ...] = (
-    "cache", "cohort", "task", "split", "official_json", "folds", "fold", "splits_file",
-    "bag_size", "bags_per_slide", "bags", "batch_bags", "seed", "device", "precision", "threads",
-)
-"""Fields configurations must share to be trained together on the same batches."""
 
 
 @dataclass
@@ -38,10 +43,10 @@ class TrainResult:
         run_dir: the run directory.
         task_name: e.g. ``N0 vs N(+)``.
         head: the MIL head.
-        clinical: ``True``, ``False`` or ``"only"`` (clinical-only head).
+        clinical: ``True``, ``False`` or ``"only"`` (a head that reads nothing but clinical data).
         best_epoch: the epoch selected on validation AUC (1-based).
         epochs_run: epochs trained before stopping.
-        seconds: wall time of the run (of its group when trained with others).
+        seconds: wall time of the run.
         metrics: split -> ``{"n", "auc", "acc"}`` on patient level.
     """
 
@@ -56,28 +61,19 @@ class TrainResult:
 
 
 def clinical_flag(cfg: TrainConfig) -> bool | str:
-    """``"only"`` for the clinical-only head, else whether clinical data is fused."""
-    return "only" if cfg.head == "clinical_only" else bool(cfg.clinical)
-
-
-def group_key(cfg: TrainConfig) -> tuple[Any, ...]:
-    """Configurations with equal keys can be trained in one :func:`train_group` call."""
-    return tuple(repr(getattr(cfg, name)) for name in GROUP_FIELDS)
+    """``"only"`` for a head that reads clinical data and no features, else whether clinical data is fused."""
+    spec = head_spec(cfg.head)
+    return "only" if spec.needs_clinical and not spec.uses_features else bool(cfg.clinical)
 
 
 def check_config(cfg: TrainConfig) -> None:
     """Cheap checks before anything is loaded.
 
     Raises:
-        ConfigError: an unknown head, or a clinical-only head without clinical data.
+        ConfigError: an unknown head, or a head that needs clinical data without it.
     """
-    from balnmp_cache.mil import list_heads
-
-    heads = list_heads()
-    if cfg.head not in heads:
-        raise ConfigError(f"unknown MIL head {cfg.head!r}; valid heads are: {', '.join(heads)} (--head / key 'head')")
-    if cfg.head == "clinical_only" and not cfg.clinical:
-        raise ConfigError("head 'clinical_only' needs clinical data; pass --clinical (key 'clinical = true') or another --head")
+    if head_spec(cfg.head).needs_clinical and not cfg.clinical:
+        raise ConfigError(f"head {cfg.head!r} needs clinical data; pass --clinical (key 'clinical = true') or another --head")
 
 
 def build_head(cfg: TrainConfig, *, in_dim: int, n_classes: int, clinical_dim: int) -> Any:
@@ -91,19 +87,62 @@ def build_head(cfg: TrainConfig, *, in_dim: int, n_classes: int, clinical_dim: i
         return create_head(cfg.head, in_dim=in_dim, n_classes=n_classes, clinical_dim=clinical_dim, **cfg.head_options)
 
 
-def _eval_bags(cfg: TrainConfig, data: TaskData) -> Any:
-    if cfg.bags == "official":
-        key_to_row = {str(k): i for i, k in enumerate(data.cache.patch_key)}
-        return official_bag_set(data.patient_ids, data.official.bags, key_to_row,  # type: ignore[union-attr]
-                                source=f"{cfg.official_json}/*-type-{cfg.task}.json")
-    return eval_bags(data.rows, data.patient_ids, bag_size=cfg.bag_size)
+def run_train(
+    cfg: TrainConfig,
+    *,
+    cache: Any = None,
+    cohort: Any = None,
+    source: FeatureSource | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train one configuration and write its run directory (``cfg.out``).
+
+    Args:
+        cfg: the configuration.
+        cache: the loaded :class:`~balnmp_cache.cache.FeatureCache` of ``cfg.cache`` (loaded when ``None``;
+            ``ablate`` shares one across its runs).
+        cohort: the loaded cohort of ``cfg.cohort`` (loaded when ``None``).
+        source: a :class:`~balnmp_cache.train.engine.FeatureSource` over ``cache`` (made when ``None``).
+        progress: receives ``epochs`` events.
+
+    Raises:
+        ConfigError, CohortError, CacheError: bad configuration, cohort or cache, before any training.
+    """
+    from balnmp_cache.cache import load_cache
+    from balnmp_cache.cohort import load_cohort
+    from balnmp_cache.train.engine import FeatureSource, evaluate, resolve_device, torch_threads
+    from balnmp_cache.train.fit import FitSettings, fit
+
+    check_config(cfg)
+    tic = time.perf_counter()
+    device = source.device if source is not None else resolve_device(cfg.device)
+    cohort = cohort if cohort is not None else load_cohort(cfg.cohort)
+    cache = cache if cache is not None else load_cache(cfg.cache)
+    data = prepare_task_data(cfg, cache, cohort)
+    _check_classes(data)
+    bags = _eval_bags(cfg, data)
+    encoder, clinical = data.clinical(cfg.clinical_extra) if cfg.clinical else (None, None)
+    head = build_head(cfg, in_dim=cache.feature_dim, n_classes=data.task.n_classes,
+                      clinical_dim=0 if clinical is None else clinical.shape[1])
+    source = source if source is not None else FeatureSource(cache.features, device, precision=cfg.precision)
+    runs.start_run(Path(cfg.out))
+    log.info("training %s on %s (%d patients, %d evaluation bags of N = %d)", cfg.out, source.device, data.n_patients,
+             len(bags), cfg.bag_size)
+    with torch_threads(cfg.threads):
+        fitted = fit(head, FitSettings.from_config(cfg), _fit_data(cfg, data, bags, clinical), source, progress=progress)
+        clin = None if clinical is None else _tensor(clinical, source.device)
+        bag_probs, attention = evaluate(fitted.head, clin, bags, source, attention=True)
+    probs, n_bags = merge_bags(bag_probs, bags.patient, data.n_patients, how=cfg.merge)
+    scores = runs.Scores(
+        patient_ids=data.patient_ids, probs=probs, n_bags=n_bags, bags=bags, attention=attention,
+        patch_key=cache.patch_key, coords=cache.coords, split=data.split, labels=data.labels,
+    )
+    return _write(cfg, data, fitted, encoder, scores, seconds=time.perf_counter() - tic, source=source)
 
 
-def _shared_plan(cfg: TrainConfig, data: TaskData) -> Any:
-    from balnmp_cache.train.loop import SharedPlan
-
-    train = data.in_split("train")
-    counts = np.bincount(data.labels[train], minlength=data.task.n_classes)
+def _check_classes(data: TaskData) -> None:
+    """Refuse a train split without every class; warn when the validation split lacks one."""
+    counts = np.bincount(data.labels[data.in_split("train")], minlength=data.task.n_classes)
     empty = [data.task.classes[c] for c in range(data.task.n_classes) if counts[c] == 0]
     if empty:
         raise CohortError(
@@ -112,80 +151,29 @@ def _shared_plan(cfg: TrainConfig, data: TaskData) -> Any:
         )
     if len(np.unique(data.labels[data.in_split("val")])) < data.task.n_classes:
         log.warning("the validation split lacks a class: the model is selected on validation loss instead of AUC")
-    eval_bags = _eval_bags(cfg, data)
-    official_train = eval_bags.select(train) if cfg.bags == "official" else None
-    return SharedPlan(
-        rows=data.rows, labels=data.labels, train=train, val=data.in_split("val"), eval_bags=eval_bags,
-        bag_size=cfg.bag_size, bags_per_patient=cfg.bags_per_slide, official_train=official_train,
-        batch_bags=cfg.batch_bags, seed=cfg.seed, n_classes=data.task.n_classes,
+
+
+def _eval_bags(cfg: TrainConfig, data: TaskData) -> BagSet:
+    """Every patient's fixed evaluation bags (the official bags when ``bags = "official"``)."""
+    if cfg.bags == "official":
+        key_to_row = {str(k): i for i, k in enumerate(data.cache.patch_key)}
+        return official_bag_set(data.patient_ids, data.official.bags, key_to_row,  # type: ignore[union-attr]
+                                source=f"{cfg.official_json}/*-type-{cfg.task}.json")
+    return eval_bags(data.rows, data.patient_ids, bag_size=cfg.bag_size)
+
+
+def _fit_data(cfg: TrainConfig, data: TaskData, bags: BagSet, clinical: np.ndarray | None) -> FitData:
+    """Labels, splits, the epochs' training bags and the validation bags of one fit."""
+    from balnmp_cache.train.fit import FitData
+
+    train = data.in_split("train")
+    epoch_bags = EpochBags(
+        rows=data.rows, patients=train, bag_size=cfg.bag_size, bags_per_patient=cfg.bags_per_slide,
+        batch_bags=cfg.batch_bags, seed=cfg.seed, fixed=bags.select(train) if cfg.bags == "official" else None,
     )
-
-
-def train_group(
-    cfgs: Sequence[TrainConfig],
-    *,
-    cache: Any = None,
-    cohort: Any = None,
-    source: Any = None,
-    progress: ProgressCallback | None = None,
-) -> list[TrainResult]:
-    """Train configurations that share :data:`GROUP_FIELDS` together and write each run directory.
-
-    Args:
-        cfgs: the configurations (equal :func:`group_key`).
-        cache: the loaded :class:`~balnmp_cache.cache.FeatureCache` of ``cfgs[0].cache`` (loaded when ``None``).
-        cohort: the loaded cohort of ``cfgs[0].cohort`` (loaded when ``None``).
-        source: a :class:`~balnmp_cache.train.loop.FeatureSource` over ``cache`` (made when ``None``).
-        progress: receives ``epochs`` events.
-
-    Raises:
-        ConfigError, CohortError, CacheError: bad configuration or data, before any training.
-    """
-    from balnmp_cache.cache import load_cache
-    from balnmp_cache.cohort import load_cohort
-    from balnmp_cache.train.loop import FeatureSource, ModelPlan, evaluate, fit_models, resolve_device, torch_threads
-    from balnmp_cache.train.rundir import start_run
-
-    if not cfgs:
-        return []
-    first = cfgs[0]
-    if any(group_key(c) != group_key(first) for c in cfgs):
-        raise ValueError("train_group needs configurations that share " + ", ".join(GROUP_FIELDS))
-    for cfg in cfgs:
-        check_config(cfg)
-    tic = time.perf_counter()
-    device = resolve_device(first.device)
-    cohort = cohort if cohort is not None else load_cohort(first.cohort)
-    cache = cache if cache is not None else load_cache(first.cache)
-    data = prepare_task_data(first, cache, cohort)
-    shared = _shared_plan(first, data)
-    plans, encoders = [], []
-    for cfg in cfgs:
-        encoder, clinical = data.clinical(cfg.clinical_extra) if cfg.clinical else (None, None)
-        head = build_head(cfg, in_dim=cache.feature_dim, n_classes=data.task.n_classes,
-                          clinical_dim=0 if clinical is None else clinical.shape[1])
-        plans.append(ModelPlan(
-            name=str(cfg.out), head=head, clinical=clinical, seed=cfg.seed, optimizer=cfg.optimizer, lr=cfg.lr,
-            weight_decay=cfg.weight_decay, momentum=cfg.momentum, t0=cfg.t0, t_mult=cfg.t_mult,
-            class_weights=cfg.class_weights, merge=cfg.merge, epochs=cfg.epochs, patience=cfg.patience,
-        ))
-        encoders.append(encoder)
-    source = source if source is not None else FeatureSource(cache.features, device, precision=first.precision)
-    for cfg in cfgs:
-        start_run(Path(cfg.out))
-    log.info("training %d model(s) on %s (%d patients, %d evaluation bags of N = %d)", len(cfgs), source.device,
-             data.n_patients, len(shared.eval_bags), first.bag_size)
-    with torch_threads(first.threads):
-        fitted = fit_models(plans, shared, source, progress=progress)
-        clinicals = [None if p.clinical is None else _tensor(p.clinical, source.device) for p in plans]
-        outputs = evaluate([f.head for f in fitted], clinicals, shared.eval_bags, source, attention=True)
-    seconds = time.perf_counter() - tic
-    results = []
-    for cfg, fit, encoder, (bag_probs, attention) in zip(cfgs, fitted, encoders, outputs, strict=True):
-        results.append(_write_run(cfg, data=data, eval_bags=shared.eval_bags, fit=fit, encoder=encoder, bag_probs=bag_probs,
-                                   attention=attention, seconds=seconds, group_size=len(cfgs), device=source.device,
-                                   precision=_resolved_precision(source)))
-    return results
+    val = data.in_split("val")
+    return FitData(labels=data.labels, train=train, val=val, train_bags=epoch_bags, val_bags=bags.select(val),
+                   clinical=clinical, n_classes=data.task.n_classes)
 
 
 def _tensor(array: np.ndarray, device: Any) -> Any:
@@ -194,78 +182,44 @@ def _tensor(array: np.ndarray, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
 
-def _write_run(
-    cfg: TrainConfig,
-    *,
-    data: TaskData,
-    eval_bags: Any,
-    fit: Any,
-    encoder: Any,
-    bag_probs: np.ndarray,
-    attention: np.ndarray,
-    seconds: float,
-    group_size: int,
-    device: Any,
-    precision: str,
+def _write(
+    cfg: TrainConfig, data: TaskData, fitted: Fitted, encoder: ClinicalEncoder | None, scores: runs.Scores, *,
+    seconds: float, source: FeatureSource,
 ) -> TrainResult:
-    """Write the run directory of one trained model (run.json last) and return its result."""
+    """Write the run directory (run.json last) and return the run's result."""
     from balnmp_cache import __version__
-    from balnmp_cache.train import rundir
 
-    run_dir = Path(cfg.out)
-    probs, n_bags = merge_bags(bag_probs, eval_bags.patient, data.n_patients, how=cfg.merge)
     metrics = {}
     for name in ("train", "val", "test"):
         idx = data.in_split(name)
         if len(idx):
-            metrics[name] = split_metrics(data.labels[idx], probs[idx])
+            metrics[name] = split_metrics(data.labels[idx], scores.probs[idx])
     provenance = cache_provenance(data.cache)
-    save_resolved(cfg, run_dir)
-    rundir.write_checkpoint(run_dir, {
-        "format": "balnmp-cache-run", "version": 1, "head": cfg.head, "head_options": dict(cfg.head_options),
-        "in_dim": fit.head.in_dim, "n_classes": fit.head.n_classes, "clinical_dim": fit.head.clinical_dim,
-        "classes": list(data.task.classes), "task": data.task.task, "task_name": data.task.name,
-        "state_dict": {k: v.detach().cpu() for k, v in fit.head.state_dict().items()},
-        "clinical_encoder": None if encoder is None else encoder.to_json(), "bag_size": cfg.bag_size, "bags": cfg.bags,
-        "merge": cfg.merge, "precision": precision, "cache": provenance, "seed": cfg.seed, "best_epoch": fit.best_epoch,
-    })
-    curve_cols = ["epoch", "lr", "train_loss", "train_auc", "val_loss", "val_auc", "best", "seconds"]
-    rundir.write_csv(run_dir / "curves.csv", curve_cols, ([rundir.cell(row[c]) for c in curve_cols] for row in fit.curves))
-    ev = eval_bags
-    rundir.write_attention(run_dir / "attention.csv", patient_ids=data.patient_ids, split=data.split, bag_rows=ev.rows,
-                           bag_patient=ev.patient, bag_number=ev.bag, attention=attention,
-                           patch_key=data.cache.patch_key, coords=data.cache.coords)
-    rundir.write_predictions(run_dir / rundir.PREDICTIONS, patient_ids=data.patient_ids, split=data.split,
-                             labels=data.labels, n_bags=n_bags, probs=probs)
-    clinical = clinical_flag(cfg)
-    rundir.write_run_json(run_dir, {
-        "complete": True, "task": data.task.task, "task_name": data.task.name, "classes": list(data.task.classes),
-        "head": cfg.head, "head_options": to_plain(cfg.head_options), "clinical": clinical,
-        "clinical_features": [] if encoder is None else list(encoder.names), "seed": cfg.seed, "cache": provenance,
-        "cohort": str(cfg.cohort), "split": cfg.split, "bags": cfg.bags, "bag_size": cfg.bag_size,
-        "bags_per_slide": cfg.bags_per_slide, "batch_bags": cfg.batch_bags, "optimizer": cfg.optimizer,
-        "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "best_val_auc": fit.best_val_auc,
-        "metrics": metrics, "seconds": round(seconds, 3), "train_seconds": round(fit.seconds, 3),
-        "group_size": group_size, "device": str(device), "precision": precision, "package_version": __version__,
-    })
-    log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", run_dir, fit.best_epoch, fit.epochs_run,
+    precision = "bf16" if source.autocast_dtype is not None else "fp32"
+    head, clinical = fitted.head, clinical_flag(cfg)
+    checkpoint = runs.Checkpoint(
+        head=cfg.head, head_options=dict(cfg.head_options), in_dim=head.in_dim, n_classes=head.n_classes,
+        clinical_dim=head.clinical_dim, classes=tuple(data.task.classes), task=data.task.task,
+        task_name=data.task.name, state_dict={k: v.detach().cpu() for k, v in head.state_dict().items()},
+        clinical_encoder=None if encoder is None else encoder.to_json(), bag_size=cfg.bag_size, bags=cfg.bags,
+        merge=cfg.merge, precision=precision, cache=provenance, seed=cfg.seed, best_epoch=fitted.best_epoch,
+    )
+    record = runs.RunRecord(
+        task=data.task.task, task_name=data.task.name, classes=tuple(data.task.classes), head=cfg.head,
+        head_options=to_plain(cfg.head_options), clinical=clinical,
+        clinical_features=() if encoder is None else tuple(encoder.names), seed=cfg.seed, cache=provenance,
+        cohort=str(cfg.cohort), split=cfg.split, bags=cfg.bags, bag_size=cfg.bag_size,
+        bags_per_slide=cfg.bags_per_slide, batch_bags=cfg.batch_bags, optimizer=cfg.optimizer,
+        best_epoch=fitted.best_epoch, epochs_run=fitted.epochs_run, best_val_auc=fitted.best_val_auc, metrics=metrics,
+        seconds=round(seconds, 3), train_seconds=round(fitted.seconds, 3), device=str(source.device),
+        precision=precision, package_version=__version__,
+    )
+    runs.write_run(cfg.out, config=cfg, record=record, checkpoint=checkpoint, curves=fitted.curves, scores=scores)
+    log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", cfg.out, fitted.best_epoch, fitted.epochs_run,
              _fmt_auc(metrics.get("val", {}).get("auc")), _fmt_auc(metrics.get("test", {}).get("auc")))
-    return TrainResult(run_dir=run_dir, task_name=data.task.name, head=cfg.head, clinical=clinical,
-                       best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, seconds=seconds, metrics=metrics)
-
-
-def run_train(cfg: TrainConfig, *, progress: ProgressCallback | None = None) -> TrainResult:
-    """Train one configuration and write its run directory (``cfg.out``).
-
-    Raises:
-        ConfigError, CohortError, CacheError: bad configuration, cohort or cache, before any training.
-    """
-    return train_group([cfg], progress=progress)[0]
+    return TrainResult(run_dir=Path(cfg.out), task_name=data.task.name, head=cfg.head, clinical=clinical,
+                       best_epoch=fitted.best_epoch, epochs_run=fitted.epochs_run, seconds=seconds, metrics=metrics)
 
 
 def _fmt_auc(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
-
-
-def _resolved_precision(source: Any) -> str:
-    return "bf16" if getattr(source, "autocast_dtype", None) is not None else "fp32"

@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from balnmp_cache.errors import ConfigError
-from balnmp_cache.mil import MILHead, create_head, head_options, list_heads, register_head
-from balnmp_cache.mil import registry
+from balnmp_cache.mil import MILHead, catalog, create_head, head_options, head_spec, list_heads, register_head, registry
 from balnmp_cache.mil.base import masked_softmax
 
 D, K, C = 24, 5, 3
 LENGTHS = [6, 1, 3]  # real patches per bag; bag 1 has a single patch
-IMAGE_HEADS = [name for name in list_heads() if name != "clinical_only"]
+IMAGE_HEADS = [name for name in list_heads() if head_spec(name).uses_features]
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -30,7 +29,7 @@ def _head(name: str, clinical_dim: int, seed: int = 0) -> MILHead:
 
 
 def _cases() -> list[tuple[str, int]]:
-    return [(name, k) for name in list_heads() for k in (0, K) if not (name == "clinical_only" and k == 0)]
+    return [(name, k) for name in list_heads() for k in (0, K) if not (head_spec(name).needs_clinical and k == 0)]
 
 
 @pytest.mark.parametrize(("name", "clinical_dim"), _cases())
@@ -77,7 +76,7 @@ def test_gradients_flow_to_parameters_and_real_patches_only(name, clinical_dim):
     for pname, param in head.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), pname
     assert sum(p.grad.abs().sum() for p in head.parameters()) > 0
-    if name == "clinical_only":
+    if not head_spec(name).uses_features:
         assert feats.grad is None or torch.all(feats.grad == 0)
     else:
         assert torch.all(feats.grad[~mask] == 0)
@@ -215,6 +214,7 @@ def test_autocast_keeps_the_contract(device):
 
 def test_register_head_adds_a_head(monkeypatch):
     monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
+    monkeypatch.setattr(catalog, "_SPECS", dict(catalog._SPECS))
 
     @register_head("first_patch")
     class FirstPatchHead(MILHead):
@@ -233,3 +233,39 @@ def test_register_head_adds_a_head(monkeypatch):
     assert logits.shape == (2, 2) and head.classifier.in_features == D + 10
     with pytest.raises(ValueError, match="already registered"):
         register_head("balnmp")(FirstPatchHead)
+
+
+def test_catalog_lists_every_head_with_the_capabilities_of_its_class():
+    for name in list_heads():
+        head = create_head(name, in_dim=D, n_classes=2, clinical_dim=K)
+        spec = head_spec(name)
+        assert (spec.uses_features, spec.needs_clinical, spec.closed_form) == (
+            head.uses_features, head.needs_clinical, head.closed_form), name
+    assert not head_spec("balnmp").closed_form and head_spec("clinical_only").closed_form
+
+
+def test_register_head_refuses_capabilities_that_disagree(monkeypatch):
+    monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
+    monkeypatch.setattr(catalog, "_SPECS", dict(catalog._SPECS))
+
+    class Pooled(MILHead):
+        def pool(self, features, mask):
+            return features.mean(dim=1), mask.float() / mask.sum(dim=1, keepdim=True)
+
+    class ClosedButReading(Pooled):
+        closed_form = True
+
+    with pytest.raises(ValueError, match="closed_form head is fitted on one input per patient"):
+        register_head("closed_reader")(ClosedButReading)
+    catalog.add(catalog.HeadSpec("declared", needs_clinical=True, module=Pooled.__module__))
+    with pytest.raises(ValueError, match="declares .*needs_clinical=False.* but the catalog lists"):
+        register_head("declared")(Pooled)  # a built-in declaration the class does not live up to
+    assert "closed_reader" not in list_heads()
+
+
+def test_default_loss_is_cross_entropy_and_only_closed_form_heads_fit_in_closed_form():
+    head = _head("mean", 0)
+    logits, target, weight = torch.randn(4, C), torch.tensor([0, 1, 2, 1]), torch.tensor([1.0, 2.0, 0.5])
+    torch.testing.assert_close(head.loss(logits, target, weight), torch.nn.functional.cross_entropy(logits, target, weight=weight))
+    with pytest.raises(TypeError, match="epoch by epoch"):
+        head.fit_closed_form(torch.zeros(4, 1, D), None, target, torch.ones(4), weight_decay=0.0)

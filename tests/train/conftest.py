@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from balnmp_cache.train import TrainConfig
-from balnmp_cache.train.synthetic import SyntheticStudy, make_study
+from tests.support.synthetic import SyntheticStudy, make_study
 
 
 def train_config(study: SyntheticStudy, out: Path, **overrides: Any) -> TrainConfig:

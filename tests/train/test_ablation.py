@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from balnmp_cache.cli import app
 from balnmp_cache.config import load_config
 from balnmp_cache.errors import ConfigError
-from balnmp_cache.train import AblationGrid, expand_grid, run_ablation
+from balnmp_cache.runs import read_predictions
+from balnmp_cache.train import AblationGrid, expand_grid, run_ablation, run_train
 
 STAGES = Path(__file__).resolve().parents[2] / "stages" / "ablations"
 
@@ -18,6 +21,22 @@ STAGES = Path(__file__).resolve().parents[2] / "stages" / "ablations"
 def _grid(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path
+
+
+def _study_grid(path: Path, study, out: Path, grid: str, base: str = "epochs = 2\nlr = 2e-3\n") -> Path:  # noqa: ANN001
+    """A grid file training on the synthetic ``study`` on one CPU thread; ``base`` and ``grid`` are TOML lines."""
+    return _grid(path, f"""
+out = "{out}"
+[base]
+cohort = "{study.cohort_csv}"
+cache = "{study.cache_dir}"
+batch_bags = 16
+threads = 1
+device = "cpu"
+{base}
+[grid]
+{grid}
+""")
 
 
 def test_expansion_crosses_axes_and_runs_clinical_only_once_per_remaining_axis(tmp_path):
@@ -86,34 +105,21 @@ class Interrupt(Exception):
 
 
 def test_ablation_resumes_without_redoing_finished_runs(study, tmp_path):
-    grid = _grid(tmp_path / "g.toml", f"""
-out = "{tmp_path / 'abl'}"
-group = true
-[base]
-cohort = "{study.cohort_csv}"
-cache = "{study.cache_dir}"
-epochs = 2
-lr = 2e-3
-batch_bags = 16
-threads = 1
-device = "cpu"
-[grid]
-head = ["balnmp", "mean"]
-variant = ["image", "clinical_only"]
-seed = [0, 1]
-""")
+    grid = _study_grid(tmp_path / "g.toml", study, tmp_path / "abl",
+                       'head = ["balnmp", "mean"]\nvariant = ["image", "clinical_only"]\nseed = [0, 1]')
     events = []
 
-    def stop_after_first_group(event):
+    def stop_after_three_runs(event):
         events.append(event)
-        if event.task == "runs" and event.kind == "advance":
+        if event.task == "runs" and event.kind == "advance" and len([e for e in events if e.kind == "advance"
+                                                                        and e.task == "runs"]) == 3:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_ablation(load_config(AblationGrid, grid), progress=stop_after_first_group)
+        run_ablation(load_config(AblationGrid, grid), progress=stop_after_three_runs)
     runs_dir = tmp_path / "abl" / "runs"
     finished = sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file())
-    assert len(finished) == 3  # one group: balnmp, mean and clinical-only of seed 0, trained together
+    assert len(finished) == 3  # three runs finished before the interruption
     stamps = {p.name: (p / "predictions.csv").stat().st_mtime_ns for p in finished}
 
     result = run_ablation(load_config(AblationGrid, grid))
@@ -134,23 +140,35 @@ seed = [0, 1]
     assert again.n_done_before == 6
 
 
-def test_grouped_and_separate_ablations_agree(study, tmp_path):
-    body = f"""
-[base]
-cohort = "{study.cohort_csv}"
-cache = "{study.cache_dir}"
-epochs = 2
-lr = 2e-3
-batch_bags = 16
-threads = 1
-device = "cpu"
-[grid]
-variant = ["image", "image_clinical"]
-"""
-    together = run_ablation(load_config(AblationGrid, _grid(tmp_path / "a.toml", f'out = "{tmp_path / "a"}"\ngroup = true\n' + body)))
-    apart = run_ablation(load_config(AblationGrid, _grid(tmp_path / "b.toml", f'out = "{tmp_path / "b"}"\ngroup = false\n' + body)))
-    for a, b in zip(sorted((tmp_path / "a" / "runs").iterdir()), sorted((tmp_path / "b" / "runs").iterdir()), strict=True):
-        assert a.name == b.name
-        assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
-    assert together.summary_rows == apart.summary_rows
-    shutil.rmtree(tmp_path / "a")
+def test_a_grid_run_equals_the_same_configuration_trained_alone(study, tmp_path):
+    grid = _study_grid(tmp_path / "g.toml", study, tmp_path / "abl", 'variant = ["image", "image_clinical"]')
+    result = run_ablation(load_config(AblationGrid, grid))
+    assert result.n_runs == 2
+    for run in expand_grid(load_config(AblationGrid, grid)):  # the features and the source were shared by the grid
+        alone = run_train(run.config.model_copy(update={"out": tmp_path / "alone" / run.name}))
+        assert (alone.run_dir / "predictions.csv").read_bytes() == (run.config.out / "predictions.csv").read_bytes()
+    shutil.rmtree(tmp_path / "abl")
+
+
+def test_kfold_grid_over_split_seeds_trains_each_on_its_own_splits(study, tmp_path):
+    grid = _study_grid(tmp_path / "g.toml", study, tmp_path / "abl", "split_seed = [0, 1]",
+                       base='split = "kfold"\nepochs = 1')
+    run_ablation(load_config(AblationGrid, grid))
+    runs_dir = tmp_path / "abl" / "runs"
+    splits = sorted(runs_dir.glob("splits-*.csv"))
+    assert [p.name for p in splits] == ["splits-task0-k5-splitseed0.csv", "splits-task0-k5-splitseed1.csv"]
+    assert splits[0].read_bytes() != splits[1].read_bytes()
+    first, second = (read_predictions(r.config.out) for r in expand_grid(load_config(AblationGrid, grid)))
+    test_patients = [set(p.loc[p["split"] == "test", "patient_id"]) for p in (first, second)]
+    assert test_patients[0] != test_patients[1]
+    assert not first[["patient_id", "p_1"]].equals(second[["patient_id", "p_1"]])
+
+
+def test_the_removed_group_key_is_one_clear_error(tmp_path):
+    path = _grid(tmp_path / "g.toml", 'group = true\n[grid]\nseed = [0]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(AblationGrid, path)
+    message = str(info.value)
+    assert "'group' was removed" in message and "delete the line" in message and "\n" not in message
+    result = CliRunner().invoke(app, ["ablate", str(path)])
+    assert result.exit_code == 2 and "'group' was removed" in result.output and "Traceback" not in result.output

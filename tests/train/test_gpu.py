@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from balnmp_cache.train import PredictConfig, run_predict, run_train, train_group
+from balnmp_cache.train import PredictConfig, run_predict, run_train
 
 from .conftest import train_config
 
@@ -33,10 +33,9 @@ def test_training_on_the_gpu_learns_and_writes_the_run(study, tmp_path):
     assert len(predicted.rows) == len(study.patient_ids)
 
 
-def test_grouped_gpu_training_matches_separate_gpu_training_closely(study, tmp_path):
-    together = train_group([train_config(study, tmp_path / "a", device="cuda", clinical=False),
-                            train_config(study, tmp_path / "b", device="cuda")])
-    alone = run_train(train_config(study, tmp_path / "c", device="cuda"))
-    a = pd.read_csv(together[1].run_dir / "predictions.csv")
-    b = pd.read_csv(alone.run_dir / "predictions.csv")
-    np.testing.assert_allclose(a["p_1"], b["p_1"], atol=1e-3)
+def test_gpu_runs_of_one_seed_agree_closely(study, tmp_path):
+    first = run_train(train_config(study, tmp_path / "a", device="cuda"))
+    second = run_train(train_config(study, tmp_path / "b", device="cuda"))
+    a = pd.read_csv(first.run_dir / "predictions.csv")
+    b = pd.read_csv(second.run_dir / "predictions.csv")
+    np.testing.assert_allclose(a["p_1"], b["p_1"], atol=1e-3)  # a GPU is not bit-exact, but close

@@ -8,7 +8,7 @@ import pytest
 
 from balnmp_cache.errors import CacheError, ConfigError
 from balnmp_cache.train import PredictConfig, run_predict, run_train
-from balnmp_cache.train.synthetic import make_study
+from tests.support.synthetic import make_study
 
 from .conftest import train_config
 

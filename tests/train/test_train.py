@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from balnmp_cache.cohort import load_official_bags
-from balnmp_cache.train import run_train, train_group
+from balnmp_cache.train import run_train
 
 from .conftest import train_config
 
@@ -104,18 +104,23 @@ def test_model_selection_never_looks_at_test_labels(trained, study, tmp_path):
     assert result.metrics["test"]["auc"] < 0.2  # the scrambled labels are really scrambled
 
 
-def test_models_trained_together_match_models_trained_alone(trained, study, tmp_path):
-    together = train_group([
-        train_config(study, tmp_path / "g_image", clinical=False),
-        train_config(study, tmp_path / "g_clinical"),
-        train_config(study, tmp_path / "g_only", head="clinical_only"),
-    ])
-    assert [r.clinical for r in together] == [False, True, "only"]
-    assert (tmp_path / "g_clinical" / "predictions.csv").read_bytes() == (trained.run_dir / "predictions.csv").read_bytes()
+def test_runs_sharing_loaded_data_match_runs_that_load_their_own(trained, study, tmp_path):
+    from balnmp_cache.cache import load_cache
+    from balnmp_cache.cohort import load_cohort
+    from balnmp_cache.train.engine import FeatureSource
+
+    cache, cohort = load_cache(study.cache_dir), load_cohort(study.cohort_csv)
+    source = FeatureSource(cache.features, torch.device("cpu"))
+    shared = [
+        run_train(train_config(study, tmp_path / name, **kw), cache=cache, cohort=cohort, source=source)
+        for name, kw in (("s_image", {"clinical": False}), ("s_clinical", {}), ("s_only", {"head": "clinical_only"}))
+    ]
+    assert [r.clinical for r in shared] == [False, True, "only"]
+    assert (tmp_path / "s_clinical" / "predictions.csv").read_bytes() == (trained.run_dir / "predictions.csv").read_bytes()
     alone = run_train(train_config(study, tmp_path / "a_image", clinical=False))
-    assert (alone.run_dir / "predictions.csv").read_bytes() == (tmp_path / "g_image" / "predictions.csv").read_bytes()
-    info = json.loads((tmp_path / "g_only" / "run.json").read_text())
-    assert info["clinical"] == "only" and info["group_size"] == 3
+    assert (alone.run_dir / "predictions.csv").read_bytes() == (tmp_path / "s_image" / "predictions.csv").read_bytes()
+    info = json.loads((tmp_path / "s_only" / "run.json").read_text())
+    assert info["clinical"] == "only" and info["group_size"] == 1
 
 
 def test_three_class_task_with_max_merge_and_class_weights(study, tmp_path):
@@ -211,11 +216,11 @@ def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_pat
 
 
 def test_starting_a_run_removes_the_outputs_of_an_earlier_one(tmp_path):
-    from balnmp_cache.train import rundir
+    from balnmp_cache import runs
 
     run = tmp_path / "run"
     run.mkdir()
     for name in ("run.json", "predictions.csv", "attention.csv", "curves.csv"):
         (run / name).write_text("old")
-    rundir.start_run(run)
+    runs.start_run(run)
     assert sorted(p.name for p in run.iterdir()) == []

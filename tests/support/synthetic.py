@@ -1,5 +1,7 @@
 """Synthetic studies for tests and benchmarks: a real feature cache and a cohort CSV with a planted signal.
 
+Used by ``tests/train`` and ``benchmarks/bench_train.py``; not part of the package.
+
 Patients get an ALN status; N(+) patients have a share of "tumour-like" patches whose first
 ``signal_dims`` features are shifted by ``signal``, so an attention-MIL head can learn the task
 while a random one cannot. Patch counts can follow BCNB (lognormal, median 36, mean 72, at least
