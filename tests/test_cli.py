@@ -99,7 +99,7 @@ ADDED = {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
     },
     "predict": set(),
-    "ablate": {"--group", "--no-group"},
+    "ablate": set(),
 }  # fmt: skip
 
 
