@@ -20,7 +20,7 @@ from balnmp_cache.errors import CohortError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BCNB_COLUMNS", "Cohort", "SPLITS", "load_cohort", "format_rows"]
+__all__ = ["BCNB_COLUMNS", "SPLITS", "Cohort", "format_rows", "load_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def format_rows(rows: list[str], limit: int = 20) -> str:
 
 
 def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
-    renames = {}
+    renames: dict[object, str] = {}
     for col in df.columns:
         key = str(col).strip().replace(" ", "").lower()
         target = _ALIASES.get(key)
@@ -137,7 +137,26 @@ def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
 def _is_blank(value: object) -> bool:
     import pandas as pd
 
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+    return (
+        value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+        or str(value).strip() == ""
+    )
+
+
+def _patient_id(value: object) -> str:
+    """A patient id as text: blank -> ``""``, ``12.0`` (as a spreadsheet stores 12) -> ``"12"``."""
+    if _is_blank(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _receptor_value(value: object) -> str | None:
+    """``Positive``/``Negative`` from the spellings of a receptor column, ``None`` for blank or unknown."""
+    if _is_blank(value):
+        return None
+    return _RECEPTOR_VALUES.get(str(value).strip().lower().removesuffix(".0"))
 
 
 def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -> pd.DataFrame:
@@ -147,7 +166,7 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
     problems: list[str] = []
     if "patient_id" not in df:
         raise CohortError(f"{source} has no patient id column; name it 'Patient ID' or 'patient_id'")
-    ids = df["patient_id"].map(lambda v: "" if _is_blank(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip())
+    ids = df["patient_id"].map(_patient_id)
     for row, pid in zip(df["source_row"], ids, strict=True):
         if pid == "":
             problems.append(f"row {row}: blank patient id")
@@ -161,7 +180,9 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
         normalised = df["aln_status"].map(normalise_aln_status)
         for row, pid, raw, val in zip(df["source_row"], ids, df["aln_status"], normalised, strict=True):
             if _is_blank(val):
-                problems.append(f"row {row} (patient {pid}): unknown ALN status {raw!r}; expected one of {', '.join(ALN_STATUSES)}")
+                problems.append(
+                    f"row {row} (patient {pid}): unknown ALN status {raw!r}; expected one of {', '.join(ALN_STATUSES)}"
+                )
         df["aln_status"] = normalised
     elif "label" in df:
         labels = pd.to_numeric(df["label"], errors="coerce")
@@ -184,7 +205,7 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
     for col in RECEPTORS:
         if col not in df:
             continue
-        mapped = df[col].map(lambda v: None if _is_blank(v) else _RECEPTOR_VALUES.get(str(v).strip().lower().removesuffix(".0")))
+        mapped = df[col].map(_receptor_value)
         for row, pid, raw, val in zip(df["source_row"], ids, df[col], mapped, strict=True):
             if _is_blank(val):
                 problems.append(f"row {row} (patient {pid}): {col.upper()} value {raw!r} is not Positive/Negative")
