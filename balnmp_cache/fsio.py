@@ -69,7 +69,6 @@ def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = False) -> P
 
 def atomic_write_text(target: Path, text: str, *, durable: bool = False) -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``target`` atomically and return ``target``."""
-    with atomic_path(target, durable=durable) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+    with atomic_path(target, durable=durable) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
     return Path(target)

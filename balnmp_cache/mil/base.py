@@ -124,6 +124,7 @@ class MILHead(nn.Module, abc.ABC):
     uses_features: ClassVar[bool] = True
     needs_clinical: ClassVar[bool] = False
     closed_form: ClassVar[bool] = False
+    classifier: nn.Module  # (B, P + fused_clinical_dim) -> (B, C); set by each subclass
 
     def __init__(self, *, in_dim: int, n_classes: int, clinical_dim: int = 0, expand_times: int = 10) -> None:
         if self.needs_clinical and clinical_dim <= 0:
@@ -208,7 +209,9 @@ class MILHead(nn.Module, abc.ABC):
         Raises:
             TypeError: the head is trained epoch by epoch (``closed_form`` is ``False``).
         """
-        raise TypeError(f"MIL head {self.name!r} is trained epoch by epoch (closed_form = False); it has no closed-form fit")
+        raise TypeError(
+            f"MIL head {self.name!r} is trained epoch by epoch (closed_form = False); it has no closed-form fit"
+        )
 
     def _check_inputs(
         self, features: Tensor, mask: Tensor | None, clinical: Tensor | None

@@ -212,7 +212,8 @@ class ClinicalOnlyHead(MILHead):
         def closure() -> Tensor:
             optimizer.zero_grad()
             logits, _ = self(features, None, clinical)
-            loss = (F.cross_entropy(logits.float(), target, reduction="none") * sample_weight).sum() / sample_weight.sum()
+            per_bag = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
+            loss = (per_bag * sample_weight).sum() / sample_weight.sum()
             loss = loss + 0.5 * weight_decay * sum(p.pow(2).sum() for p in params)
             loss.backward()
             return loss
