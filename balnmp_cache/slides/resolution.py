@@ -84,6 +84,7 @@ def plan_resolution(
     for key, value in values.items():
         if value is not None and not value > 0:
             raise ConfigError(f"{key} must be positive, got {value!r} (--{key.replace('_', '-')})")
+    source: Literal["metadata", "override", "none"]
     if slide_mpp is not None:
         base_mpp, source = float(slide_mpp), "override"
     elif reader.mpp is not None:
@@ -92,12 +93,12 @@ def plan_resolution(
         base_mpp, source = None, "none"
     objective = reader.magnification
 
-    if target_mpp is None and magnification is None:
-        downsample = 1.0
-    elif target_mpp is not None:
+    if target_mpp is not None:
         if base_mpp is None:
             raise SlideError(f"target MPP {target_mpp:g} asked for but {name} has no MPP metadata; pass --slide-mpp")
         downsample = target_mpp / base_mpp
+    elif magnification is None:
+        downsample = 1.0
     elif base_mpp is not None:
         downsample = (10.0 / magnification) / base_mpp
     elif objective is not None:
@@ -133,6 +134,6 @@ def plan_resolution(
         read_px=int(read_px),
         downsample=float(actual),
         mpp=mpp,
-        mpp_source=source,  # type: ignore[arg-type]
+        mpp_source=source,
         magnification=effective_mag,
     )

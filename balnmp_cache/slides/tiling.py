@@ -257,8 +257,8 @@ def tissue_candidates(
     stride = int(patch_level0_px)
     xs = np.arange(0, width, stride)
     ys = np.arange(0, height, stride)
-    gx, gy = np.meshgrid(xs, ys)  # (rows, cols), row-major order
-    gx, gy = gx.ravel(), gy.ravel()
+    grid_x, grid_y = np.meshgrid(xs, ys)  # (rows, cols) each
+    gx, gy = grid_x.ravel(), grid_y.ravel()  # (rows * cols,), row-major order
     x0 = np.clip(np.floor(gx * scale_x).astype(np.int64), 0, mask.shape[1] - 1)
     y0 = np.clip(np.floor(gy * scale_y).astype(np.int64), 0, mask.shape[0] - 1)
     x1 = np.clip(np.ceil((gx + stride) * scale_x).astype(np.int64), x0 + 1, mask.shape[1])
