@@ -56,7 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "image_clinical": {"clinical": True},
     "clinical_only": {"clinical": True, "head": "clinical_only", "head_options": {}},
 }
-_AXES = tuple(name for name in TrainConfig.model_fields if name != "out") + ("variant",)
+_AXES = (*(name for name in TrainConfig.model_fields if name != "out"), "variant")
 SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC", "test AUC range"]
 
 

@@ -90,7 +90,8 @@ def _extract(ckpt: Checkpoint, sources: list[Path], out: Path, progress: Progres
             f"the run's training cache {train_cache} has no config.toml, so its encoder settings are unknown; "
             "extract the slides yourself with the same settings and pass that cache as SOURCE"
         )
-    cfg = load_config(ExtractConfig, settings, overrides={"sources": [str(s) for s in sources], "out": str(out / "cache")})
+    overrides = {"sources": [str(s) for s in sources], "out": str(out / "cache")}
+    cfg = load_config(ExtractConfig, settings, overrides=overrides)
     log.info("extracting %d source(s) with the run's encoder settings (%s) into %s", len(sources), cfg.encoder, cfg.out)
     return run_extract(cfg, progress=progress).cache_dir
 
@@ -125,9 +126,13 @@ def _clinical(ckpt: Checkpoint, cohort: Path | None, patient_ids: list[str]) -> 
     if missing:
         raise CohortError(f"patients with slides but no row in {cohort}:\n{format_rows(missing)}\n"
                           "add them to the cohort table (--cohort)")
+    if ckpt.clinical_encoder is None:
+        raise ConfigError(
+            "this run's checkpoint fuses clinical data but lacks its clinical encoding; re-run the training"
+        )
     encoder = ClinicalEncoder.from_json(ckpt.clinical_encoder)
-    blank = [f"row {table.at[p, 'source_row']} (patient {p}): {c} is blank" for p in patient_ids for c in encoder.columns
-             if _is_blank(table.at[p, c])]
+    blank = [f"row {table.at[p, 'source_row']} (patient {p}): {c} is blank"
+             for p in patient_ids for c in encoder.columns if _is_blank(table.at[p, c])]
     if blank:
         raise CohortError(f"clinical data incomplete in {cohort}:\n{format_rows(blank)}")
     return encoder.transform(table, patient_ids)

@@ -73,7 +73,9 @@ def check_config(cfg: TrainConfig) -> None:
         ConfigError: an unknown head, or a head that needs clinical data without it.
     """
     if head_spec(cfg.head).needs_clinical and not cfg.clinical:
-        raise ConfigError(f"head {cfg.head!r} needs clinical data; pass --clinical (key 'clinical = true') or another --head")
+        raise ConfigError(
+            f"head {cfg.head!r} needs clinical data; pass --clinical (key 'clinical = true') or another --head"
+        )
 
 
 def build_head(cfg: TrainConfig, *, in_dim: int, n_classes: int, clinical_dim: int) -> Any:
@@ -129,7 +131,8 @@ def run_train(
     log.info("training %s on %s (%d patients, %d evaluation bags of N = %d)", cfg.out, source.device, data.n_patients,
              len(bags), cfg.bag_size)
     with torch_threads(cfg.threads):
-        fitted = fit(head, FitSettings.from_config(cfg), _fit_data(cfg, data, bags, clinical), source, progress=progress)
+        settings = FitSettings.from_config(cfg)
+        fitted = fit(head, settings, _fit_data(cfg, data, bags, clinical), source, progress=progress)
         clin = None if clinical is None else _tensor(clinical, source.device)
         bag_probs, attention = evaluate(fitted.head, clin, bags, source, attention=True)
     probs, n_bags = merge_bags(bag_probs, bags.patient, data.n_patients, how=cfg.merge)

@@ -116,7 +116,8 @@ def test_runs_sharing_loaded_data_match_runs_that_load_their_own(trained, study,
         for name, kw in (("s_image", {"clinical": False}), ("s_clinical", {}), ("s_only", {"head": "clinical_only"}))
     ]
     assert [r.clinical for r in shared] == [False, True, "only"]
-    assert (tmp_path / "s_clinical" / "predictions.csv").read_bytes() == (trained.run_dir / "predictions.csv").read_bytes()
+    shared_bytes = (tmp_path / "s_clinical" / "predictions.csv").read_bytes()
+    assert shared_bytes == (trained.run_dir / "predictions.csv").read_bytes()
     alone = run_train(train_config(study, tmp_path / "a_image", clinical=False))
     assert (alone.run_dir / "predictions.csv").read_bytes() == (tmp_path / "s_image" / "predictions.csv").read_bytes()
     info = json.loads((tmp_path / "s_only" / "run.json").read_text())
@@ -196,15 +197,15 @@ def test_bf16_on_the_cpu_learns_and_is_deterministic(study, tmp_path):
 
 def test_kfold_splits_are_written_once_and_reused(study, tmp_path):
     splits = tmp_path / "folds.csv"
-    first = run_train(train_config(study, tmp_path / "f0", split="kfold", folds=4, fold=0, splits_file=splits, epochs=1))
+    kfold = {"split": "kfold", "folds": 4, "splits_file": splits, "epochs": 1}
+    first = run_train(train_config(study, tmp_path / "f0", fold=0, **kfold))
     written = splits.read_bytes()
-    second = run_train(train_config(study, tmp_path / "f1", split="kfold", folds=4, fold=1, splits_file=splits, epochs=1,
-                                    optimizer="sgd"))
+    second = run_train(train_config(study, tmp_path / "f1", fold=1, optimizer="sgd", **kfold))
     assert splits.read_bytes() == written
     a, b = _predictions(first.run_dir).set_index("patient_id"), _predictions(second.run_dir).set_index("patient_id")
     assert set(a.index) == set(b.index) == set(study.patient_ids)
     assert set(a.index[a["split"] == "val"]) == set(b.index[b["split"] == "test"])  # fold 1 is val of 0, test of 1
-    assert first.metrics["test"]["n"] + first.metrics["val"]["n"] + first.metrics["train"]["n"] == len(study.patient_ids)
+    assert sum(first.metrics[s]["n"] for s in ("train", "val", "test")) == len(study.patient_ids)
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_path):
