@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -166,7 +166,7 @@ class Checkpoint:
     clinical_encoder: dict[str, Any] | None
     bag_size: int
     bags: str = "random"
-    merge: str = "mean"
+    merge: Literal["mean", "max"] = "mean"
     precision: str = "auto"
     cache: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
@@ -291,14 +291,14 @@ def _write_predictions(path: Path, scores: Scores) -> Path:
     Patients are ordered by split (train, val, test), then as given; as given without splits.
     """
     probs = scores.probs / scores.probs.sum(axis=1, keepdims=True)  # (P, C)
-    with_split = scores.split is not None
-    header = ["patient_id", *(["split", "label"] if with_split else []), "n_bags",
+    split, labels = scores.split, scores.labels
+    header = ["patient_id", *([] if split is None else ["split", "label"]), "n_bags",
               *(f"p_{c}" for c in range(probs.shape[1]))]
-    patients = range(len(scores.patient_ids))
-    order = [i for name in ("train", "val", "test") for i in patients if scores.split[i] == name] if with_split else patients
+    given = range(len(scores.patient_ids))  # patient indices in the order given
+    order = given if split is None else [i for name in ("train", "val", "test") for i in given if split[i] == name]
     rows = []
     for i in order:
-        known = [] if not with_split else [scores.split[i], "" if scores.labels is None else int(scores.labels[i])]
+        known = [] if split is None else [split[i], "" if labels is None else int(labels[i])]
         rows.append([scores.patient_ids[i], *known, int(scores.n_bags[i]), *(cell(v) for v in probs[i])])
     return write_csv(path, header, rows)
 
@@ -326,7 +326,8 @@ def _run_json(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a finished run directory: {path.name} is missing; train it first") from None
+        message = f"{run_dir} is not a finished run directory: {path.name} is missing; train it first"
+        raise ConfigError(message) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); fix or remove it, or train the run again") from err
     if not isinstance(data, dict):
@@ -370,7 +371,8 @@ def read_checkpoint(run_dir: Path) -> Checkpoint:
 
     path = run_files(run_dir).checkpoint
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a trained run directory: {path.name} is missing; pass the --out of a train run")
+        message = f"{run_dir} is not a trained run directory: {path.name} is missing; pass the --out of a train run"
+        raise ConfigError(message)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files

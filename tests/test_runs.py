@@ -22,7 +22,8 @@ RUN_JSON_KEYS = [  # the keys of run.json, in order, as every version has writte
 
 
 def _scores(split: bool = True) -> runs.Scores:
-    bags = BagSet(rows=np.array([[0, 1, -1], [2, 3, 4], [5, -1, -1]]), patient=np.array([0, 0, 1]), bag=np.array([0, 1, 0]))
+    rows = np.array([[0, 1, -1], [2, 3, 4], [5, -1, -1]])  # (B, N) feature rows, -1 = padding
+    bags = BagSet(rows=rows, patient=np.array([0, 0, 1]), bag=np.array([0, 1, 0]))
     return runs.Scores(
         patient_ids=["b", "a"], probs=np.array([[0.2, 0.6], [0.9, 0.1]]), n_bags=np.array([2, 1]), bags=bags,
         attention=np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]),
@@ -31,7 +32,7 @@ def _scores(split: bool = True) -> runs.Scores:
     )
 
 
-def _write(run_dir):  # noqa: ANN001, ANN202
+def _write(run_dir):
     record = runs.RunRecord(task=0, task_name="N0 vs N(+)", classes=("N0", "N(+)"), head="mean", clinical=False,
                             seed=3, cache={"encoder": "synthetic", "random_weights": True}, metrics={"test": {"n": 1}})
     checkpoint = runs.Checkpoint(head="mean", head_options={"dropout": 0.1}, in_dim=4, n_classes=2, clinical_dim=0,
@@ -46,8 +47,8 @@ def _write(run_dir):  # noqa: ANN001, ANN202
 
 def test_a_written_run_reads_back_and_is_finished(tmp_path):
     files, record = _write(tmp_path / "run")
-    assert sorted(p.name for p in files.root.iterdir()) == sorted(
-        p.name for p in (files.config, files.run_json, files.checkpoint, files.curves, files.attention, files.predictions))
+    every_file = (files.config, files.run_json, files.checkpoint, files.curves, files.attention, files.predictions)
+    assert sorted(p.name for p in files.root.iterdir()) == sorted(p.name for p in every_file)
     assert runs.is_finished(files.root) and runs.has_checkpoint(files.root)
     assert list(json.loads(files.run_json.read_text())) == RUN_JSON_KEYS
     assert runs.read_run(files.root) == record
@@ -84,8 +85,8 @@ def test_an_older_run_json_reads_with_defaults(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object"), ('{"task": "zero"}', "'task' must be an integer"),
-     ('{"classes": "N0"}', "'classes' must be a list")],
+    [("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object"),
+     ('{"task": "zero"}', "'task' must be an integer"), ('{"classes": "N0"}', "'classes' must be a list")],
 )
 def test_a_bad_run_json_names_the_file(tmp_path, text, message):
     path = runs.run_files(tmp_path).run_json
@@ -103,12 +104,12 @@ def test_unfinished_runs_and_foreign_checkpoints(tmp_path):
     assert not runs.is_finished(files.root)
     files.run_json.unlink()
     assert not runs.is_finished(files.root) and runs.has_checkpoint(files.root)
-    with pytest.raises(ConfigError, match="run.json is missing"):
+    with pytest.raises(ConfigError, match=r"run\.json is missing"):
         runs.read_run(files.root)
     torch.save({"state": 1}, files.checkpoint)
     with pytest.raises(ConfigError, match="not a balnmp-cache run checkpoint"):
         runs.read_checkpoint(files.root)
-    with pytest.raises(ConfigError, match="checkpoint.pt is missing"):
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt is missing"):
         runs.read_checkpoint(tmp_path / "elsewhere")
 
 
