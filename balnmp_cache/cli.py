@@ -192,7 +192,6 @@ STAGES = (
         FieldParameters(
             TrainConfig,
             exclude=("head_options",),
-            help={"head": "MIL head; an unknown name lists the registered heads (so does 'balnmp-cache doctor')"},
             checks={"head": _check_head},
         ),
         run="balnmp_cache.train:run_train",
