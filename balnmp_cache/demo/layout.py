@@ -164,7 +164,6 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
         a = aspect * b
         cores: list[np.ndarray] = []
         placed: dict[int, np.ndarray] = {}  # region index -> outline; every region sits in one core
-        centres = []
         y_cursor = 0.0
         half_lengths = []
         for c in range(n_cores):
@@ -185,7 +184,6 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
                 x += 2 * a[r] + gap[r] * b[r]
                 placed[int(r)] = _star(region_units[r], a[r], b[r], core_tilt[c] + tilt[r], centre + rot @ local)
             cores.append(_star(core_units[c], half_lengths[c], b_core, core_tilt[c], centre, power=3.5))
-            centres.append(centre)
         regions = [placed[r] for r in range(n_regions)]
         everything = np.concatenate(cores + regions)
         origin = everything.min(axis=0) - pad
