@@ -140,7 +140,8 @@ class CacheDir:
         try:
             write_cache_json(directory, params)
         except OSError as err:
-            raise StorageError(f"{describe_os_error(err)} (creating the cache {directory})") from err
+            where = directory if directory.exists() else Path(err.filename or directory)
+            raise StorageError(f"{describe_os_error(err, where)} (writing {CACHE_JSON})") from err
         return cls(directory, key, format, dtype)
 
     @classmethod
@@ -190,7 +191,7 @@ class CacheDir:
         try:
             update_manifest(self.directory, rows)
         except OSError as err:
-            raise StorageError(f"{describe_os_error(err)} (updating {MANIFEST_CSV})") from err
+            raise StorageError(f"{describe_os_error(err, self.directory)} (updating {MANIFEST_CSV})") from err
 
     def require_directory(self) -> None:
         """Raise :class:`~balnmp_cache.errors.StorageError` when the cache folder no longer exists.
@@ -228,7 +229,7 @@ class CacheDir:
         try:
             return try_lock(slide_lock_path(self.directory, slide_id))
         except OSError as err:
-            raise StorageError(f"{describe_os_error(err)} (locking slide '{slide_id}')") from err
+            raise StorageError(f"{describe_os_error(err, self.directory)} (locking slide '{slide_id}')") from err
 
     def cached_slide(self, slide_id: str, *, fingerprint: Callable[[], str], source: Path) -> CachedSlide:
         """Whether ``slide_id`` from ``source`` is done, must be redone, or collides with another slide.

@@ -47,7 +47,7 @@ def remove_path(path: Path, *, ignore_errors: bool = False) -> None:
 
 
 def _fmt_bytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def check_free_space(directory: Path, needed: int, *, what: str) -> None:
@@ -66,8 +66,8 @@ def check_free_space(directory: Path, needed: int, *, what: str) -> None:
         return
     raise StorageError(
         f"cannot write {what} to {directory}: no space left on the device (ENOSPC): it needs {_fmt_bytes(needed)}, "
-        f"{_fmt_bytes(free)} are free and {_fmt_bytes(FREE_SPACE_RESERVE)} are kept free; free space there or "
-        "write to another folder, then re-run (finished slides are kept)"
+        f"{_fmt_bytes(free)} are free and {_fmt_bytes(FREE_SPACE_RESERVE)} are kept free for the manifest and logs; "
+        "free space there or write to another folder, then re-run (finished slides are kept)"
     )
 
 

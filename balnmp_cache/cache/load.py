@@ -10,6 +10,7 @@ training on it would silently drop or poison those patients.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -134,9 +135,18 @@ def _sort_files(files: dict[str, Path], key: str | None) -> _Sorted:
 
 
 def _refuse_corrupt(cache: CacheDir, corrupt: list[CorruptSlide]) -> None:
-    if corrupt:
-        reason, fix = corrupt_message(cache.directory, sorted(corrupt, key=lambda c: natural_key(c.slide_id)))
-        raise CorruptCacheError(cache.directory, reason, fix)
+    """Raise one CorruptCacheError for all ``corrupt`` slides (their source from the manifest when unreadable)."""
+    if not corrupt:
+        return
+    rows = {row.slide_id: row for row in cache.manifest()}
+    known = []
+    for slide in sorted(corrupt, key=lambda c: natural_key(c.slide_id)):
+        row = rows.get(slide.slide_id)
+        if not slide.attrs and row is not None:
+            slide = dataclasses.replace(slide, attrs={"source_path": row.source, "patient_id": row.patient_id})
+        known.append(slide)
+    reason, fix = corrupt_message(cache.directory, known)
+    raise CorruptCacheError(cache.directory, reason, fix)
 
 
 def check_provenance(headers: Iterable[SlideHeader]) -> dict[str, dict[str, list[Path]]]:

@@ -25,7 +25,7 @@ class CorruptSlide:
 
 def _fix(cache_dir: Path, slides: Sequence[CorruptSlide]) -> str:
     names = ", ".join(s.path.name for s in slides[:_SHOWN]) + (" ..." if len(slides) > _SHOWN else "")
-    delete = f"delete {names} and re-run the extract that wrote {cache_dir} (it extracts missing slides again)"
+    delete = f"delete {names} and re-run extract: it extracts missing slides again"
     config = cache_dir / "config.toml"
     sources = [str(s.attrs.get("source_path") or "") for s in slides]
     # A slide given alone gets its file name as slide and patient id: right unless a manifest CSV set another patient.
@@ -38,7 +38,9 @@ def _fix(cache_dir: Path, slides: Sequence[CorruptSlide]) -> str:
 
 def corrupt_message(cache_dir: Path, slides: Sequence[CorruptSlide]) -> tuple[str, str]:
     """``(reason, fix)`` for the one-line error that refuses a cache holding ``slides`` corrupt files."""
+    if len(slides) == 1:
+        (s,) = slides
+        return f"slide '{s.slide_id}' ({s.path.name}) is unreadable or damaged: {s.reason}", _fix(cache_dir, slides)
     listed = "; ".join(f"slide '{s.slide_id}' ({s.path.name}: {s.reason})" for s in slides[:_SHOWN])
     more = f"; and {len(slides) - _SHOWN} more" if len(slides) > _SHOWN else ""
-    count = "1 slide file is" if len(slides) == 1 else f"{len(slides)} slide files are"
-    return f"{count} unreadable or damaged: {listed}{more}", _fix(cache_dir, slides)
+    return f"{len(slides)} slides are unreadable or damaged: {listed}{more}", _fix(cache_dir, slides)

@@ -39,7 +39,7 @@ class ExtractConfig(StageConfig):
         max_length=100,
         description="text put before every slide id (e.g. 'colB-' makes colB/1.jpg slide 'colB-1'), so slides of "
         "another collection with the same file names get their own files in a shared --out instead of being refused; "
-        "patient ids are unchanged",
+        "a patient id taken from the file name gets it too, one from a manifest CSV is kept",
     )
     patch_filter: Literal["white_ratio", "background"] = Field(
         "white_ratio",

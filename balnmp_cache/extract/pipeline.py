@@ -117,9 +117,19 @@ def _resolve_jobs(config: ExtractConfig) -> list[SlideJob]:
     jobs = resolve_sources(config.sources, prefer=config.prefer)
     if not jobs:
         raise ConfigError(f"no slides found in {', '.join(map(str, config.sources))}")
-    if config.slide_id_prefix:  # the patient id stays: a prefix names files, not patients
-        jobs = [dataclasses.replace(job, slide_id=config.slide_id_prefix + job.slide_id) for job in jobs]
+    if config.slide_id_prefix:
+        jobs = [_with_prefix(job, config.slide_id_prefix) for job in jobs]
     return jobs
+
+
+def _with_prefix(job: SlideJob, prefix: str) -> SlideJob:
+    """``job`` under the slide id ``prefix + slide_id``; a patient id taken from the file name follows it.
+
+    A manifest CSV's explicit patient id is kept; a patient id that is the slide id (folders, BCNB
+    roots) gets the prefix too, so that ``1.jpg`` of two collections stays two patients.
+    """
+    patient_id = prefix + job.patient_id if job.patient_id == job.slide_id else job.patient_id
+    return dataclasses.replace(job, slide_id=prefix + job.slide_id, patient_id=patient_id)
 
 
 def _open_cache(config: ExtractConfig, runner: BatchEncoder, provenance: Provenance) -> CacheDir:
@@ -136,7 +146,7 @@ def _open_cache(config: ExtractConfig, runner: BatchEncoder, provenance: Provena
         save_resolved(config, cache.directory)
         cache.recover()
     except OSError as err:
-        raise StorageError(f"{describe_os_error(err)} (opening the cache {cache.directory})") from err
+        raise StorageError(f"{describe_os_error(err, cache.directory)} (opening the cache)") from err
     return cache
 
 
