@@ -34,6 +34,9 @@ class ReportInputError(BalnmpError):
 REEXTRACT_FIX = "delete it and re-run extract, or re-extract it with --force"
 """How to repair one corrupt slide file (the default fix of :class:`CorruptCacheError`)."""
 
+FOREIGN_FIX = "re-create it with the tool that wrote it, or delete it"
+"""How to repair a corrupt CLAM / TRIDENT / STAMP file, which extract cannot redo."""
+
 
 class CorruptCacheError(CacheError):
     """A slide file is unreadable, truncated, or its content no longer matches its checksums.

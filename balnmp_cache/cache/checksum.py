@@ -9,10 +9,11 @@ read back, so the same digest serves HDF5 and Zarr and survives a conversion bet
 * ``patch_key``: the UTF-8 of the keys joined by NUL (HDF5 strings cannot hold a NUL).
 
 Why a stored digest and not HDF5's fletcher32 filter or Zarr's crc32c codec: the filter needs a
-chunked layout, which made whole-slide reads 4x slower in our measurement, and neither format's
-codec notices a Zarr chunk file that is missing (it reads as ``fill_value``). A digest over the
-values read catches both, keeps HDF5's contiguous ``read_direct`` path and is one rule for both
-formats. The cost is CPU: CRC-32 runs at about 2-4 GB/s per core (``benchmarks/RESULTS.md``).
+chunked layout, whose reads took about 7x the contiguous read in ``benchmarks/bench_cache.py``, it
+covers only the heap references of variable-length strings, and neither format's codec notices a
+Zarr chunk file that is missing (it reads as ``fill_value``). A digest over the values read catches
+all of it, keeps HDF5's contiguous ``read_direct`` path and is one rule for both formats. The cost
+is CPU, about 0.4 s of one core per GB (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def array_crc32(array: np.ndarray) -> str:
     """8 hex digits: the CRC-32 of a numeric array's little-endian bytes, or of NUL-joined UTF-8 strings."""
     array = np.asarray(array)
     if array.dtype.kind in "OUS":
-        text = "\0".join(k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in array.reshape(-1).tolist())
+        items = array.reshape(-1).tolist()
+        try:
+            text = "\0".join(items)  # the common case: all str
+        except TypeError:
+            text = "\0".join(k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in items)
         return f"{zlib.crc32(text.encode('utf-8')):08x}"
     flat = _little_endian(array).reshape(-1).view(np.uint8)
     crc = 0

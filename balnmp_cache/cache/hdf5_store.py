@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cache.files import write_tree
-from balnmp_cache.cache.schema import SlideHeader, dtype_name, plain
-from balnmp_cache.errors import CacheError, CorruptCacheError
+from balnmp_cache.cache.schema import SlideHeader, dtype_name, first_line, plain
+from balnmp_cache.errors import FOREIGN_FIX, CacheError, CorruptCacheError
 
 __all__ = ["LIBVER", "Hdf5Store"]
 
@@ -38,14 +38,6 @@ def _open(path: Path, mode: str = "r") -> Any:
 
     # Atomic renames make readers safe without HDF5's own file locks, which fail on some network filesystems.
     return h5py.File(path, mode, libver=LIBVER, locking=False)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-FOREIGN_FIX = "re-create it with the tool that wrote it, or delete it"
 
 
 def _attr_value(value: Any) -> Any:
@@ -161,7 +153,7 @@ class Hdf5Store:
                 if "schema_version" not in attrs and "complete" not in attrs:
                     return _foreign_header(f, path, arrays, attrs)
         except OSError as err:
-            raise CorruptCacheError(path, f"cannot be opened as HDF5 ({_first_line(err)})") from err
+            raise CorruptCacheError(path, f"cannot be opened as HDF5 ({first_line(err)})") from err
         attrs.update(source_format="balnmp", coords_unit="level0_px")
         return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "hdf5", attrs, arrays)
 
@@ -207,7 +199,7 @@ class Hdf5Store:
                     name = "patch_key"
                     return region_id, f["patch_key"].asstr()[()].astype(object)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
-            reason = f"{name} could not be read ({_first_line(err)})"
+            reason = f"{name} could not be read ({first_line(err)})"
             raise CorruptCacheError(header.path, reason, *(() if header.ours else (FOREIGN_FIX,))) from err
         region_id = np.full(len(coords), -1, dtype=np.int32)
         patch_key = np.array([f"{header.slide_id}_{x}_{y}" for x, y in coords.tolist()], dtype=object)

@@ -263,14 +263,18 @@ def load_cache(
         emit(progress, "advance", "load cache", steps=1)
     emit(progress, "end", "load cache")
     _refuse_corrupt(cache, corrupt)
-    common = {
-        k: v
-        for k, v in ref.attrs.items()
-        if k not in PER_SLIDE_ATTRS and all(same_value(v, h.attrs.get(k)) for h in headers)
-    }
     log.info("loaded %d slides, %d patches x %d (%s, %.1f MB) from %s", len(headers), total, ref.feature_dim,
              ref.features_dtype, features.nbytes / 1e6, cache.directory)
     return FeatureCache(
         directory=cache.directory, slide_ids=[sid for sid, _ in usable], patient_ids=patient_ids, features=features,
-        offsets=offsets, coords=coords, region_id=region_id, patch_key=patch_key, attrs=common,
+        offsets=offsets, coords=coords, region_id=region_id, patch_key=patch_key, attrs=_common_attrs(headers),
     )
+
+
+def _common_attrs(headers: list[SlideHeader]) -> dict[str, Any]:
+    """The attributes every slide has with the same value, per-slide ones left out."""
+    ref = headers[0]
+    return {
+        k: v for k, v in ref.attrs.items()
+        if k not in PER_SLIDE_ATTRS and all(same_value(v, h.attrs.get(k)) for h in headers)
+    }

@@ -18,7 +18,7 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from balnmp_cache.cache.locks import writer_lock
 from balnmp_cache.cache.naming import SCHEMA_VERSION, check_slide_id, slide_path, temp_path
 from balnmp_cache.cache.schema import SlideFeatures, SlideHeader, check_layout, normalise_attrs
 from balnmp_cache.cache.stores import STORES, store_for, store_of
-from balnmp_cache.errors import REEXTRACT_FIX, CacheError, CorruptCacheError, StorageError
+from balnmp_cache.errors import FOREIGN_FIX, REEXTRACT_FIX, CacheError, CorruptCacheError, StorageError
 from balnmp_cache.fsio import describe_os_error, fsync_dir
 
 __all__ = ["DTYPES", "content_problems", "is_complete", "read_header", "read_into", "read_slide", "write_slide"]
@@ -77,6 +77,19 @@ def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
     }
 
 
+def _stored_attrs(sf: SlideFeatures, arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+    """``sf.attrs`` normalised, plus what the data says (sizes, dtype, checksums) and the writer's version."""
+    from balnmp_cache import __version__
+
+    attrs = normalise_attrs(sf.attrs)
+    attrs.setdefault("created_utc", datetime.now(UTC).isoformat(timespec="seconds"))
+    attrs.setdefault("package_version", __version__)
+    n, d = arrays["features"].shape
+    attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
+    attrs.update(checksum_attrs(arrays))
+    return attrs
+
+
 def write_slide(
     directory: Path,
     sf: SlideFeatures,
@@ -104,23 +117,16 @@ def write_slide(
         CacheError: an invalid argument, N == 0, mismatched shapes, NaN/inf features or an attribute
             that cannot be stored.
         StorageError: the filesystem refused the write (full, read-only, no permission, the folder
-            gone); the temporary is removed and an old file of the slide is left as it was.
+            gone); the temporary is removed, an old file of the slide is left as it was.
     """
-    from balnmp_cache import __version__
-
     check_slide_id(sf.slide_id)
     if dtype not in DTYPES:
         raise CacheError(f"features dtype '{dtype}' is not one of {', '.join(DTYPES)}; change --dtype")
     directory = Path(directory)
     final = slide_path(directory, sf.slide_id, format)
     arrays = _prepare(sf, dtype)
-    attrs = normalise_attrs(sf.attrs)
-    attrs.setdefault("created_utc", datetime.now(UTC).isoformat(timespec="seconds"))
-    attrs.setdefault("package_version", __version__)
+    attrs = _stored_attrs(sf, arrays, dtype)
     n, d = arrays["features"].shape
-    attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
-    attrs.update(checksum_attrs(arrays))
-
     store = store_for(format)
     token = secrets.token_hex(4)
     tmp = temp_path(directory, sf.slide_id, format, token=token)
@@ -187,7 +193,7 @@ def read_into(
     if check:
         problems = content_problems(header, features, coords, region_id, patch_key)
         if problems:
-            fix = REEXTRACT_FIX if header.ours else "re-create it with the tool that wrote it, or delete it"
+            fix = REEXTRACT_FIX if header.ours else FOREIGN_FIX
             raise CorruptCacheError(header.path, "; ".join(problems), fix)
     return region_id, patch_key
 

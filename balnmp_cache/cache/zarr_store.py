@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cache.files import remove_path, write_tree
-from balnmp_cache.cache.schema import SlideHeader, dtype_name, plain
+from balnmp_cache.cache.schema import SlideHeader, dtype_name, first_line, plain
 from balnmp_cache.errors import CacheError, CorruptCacheError
 
 __all__ = ["CHUNK_BYTES", "ZarrStore"]
@@ -119,7 +119,7 @@ class ZarrStore:
             attrs = {str(k): plain(v) for k, v in group.attrs.items()}
             arrays = {name: (tuple(int(s) for s in arr.shape), dtype_name(arr.dtype)) for name, arr in group.arrays()}
         except Exception as err:  # zarr raises many types (JSON, metadata, missing file) for one cause
-            raise CorruptCacheError(path, f"cannot be opened as a Zarr store ({_first_line(err)})") from err
+            raise CorruptCacheError(path, f"cannot be opened as a Zarr store ({first_line(err)})") from err
         attrs.update(source_format="balnmp", coords_unit="level0_px")
         return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "zarr", attrs, arrays)
 
@@ -164,10 +164,6 @@ class ZarrStore:
         except CorruptCacheError:
             raise
         except Exception as err:  # see header()
-            raise CorruptCacheError(header.path, f"{name} could not be read ({_first_line(err)})") from err
+            raise CorruptCacheError(header.path, f"{name} could not be read ({first_line(err)})") from err
         return region_id, patch_key
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
