@@ -261,8 +261,8 @@ class CacheDir:
             if same_source(stored, source):
                 return CachedSlide("redo", f"its source {source} changed since it was extracted")
             return CachedSlide("conflict", (
-                f"slide id '{slide_id}' is already in the cache from {stored or 'another source'}, a different slide than "
-                f"{source}; re-run with --force to replace it, or with --slide-id-prefix PREFIX to keep both"
+                f"slide id '{slide_id}' is already in the cache from {stored or 'another source'}, a different slide "
+                f"than {source}; re-run with --force to replace it, or with --slide-id-prefix PREFIX to keep both"
             ))
         try:
             read_slide(path)

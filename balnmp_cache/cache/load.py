@@ -195,7 +195,8 @@ def _checked_headers(cache: CacheDir, files: dict[str, Path]) -> _Sorted:
     if not found.usable:
         _refuse_corrupt(cache, found.corrupt)
     if found.skipped:
-        log.warning("skipping %d slide file(s) in %s: %s", len(found.skipped), cache.directory, "; ".join(found.skipped))
+        skipped = "; ".join(found.skipped)
+        log.warning("skipping %d slide file(s) in %s: %s", len(found.skipped), cache.directory, skipped)
     if not found.usable:
         raise CacheError(f"no complete slide file in {cache.directory}; run extract (or fix the files listed in the log)")
     disagree = check_provenance(h for _, h in found.usable)

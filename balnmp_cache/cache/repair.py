@@ -32,7 +32,8 @@ def _fix(cache_dir: Path, slides: Sequence[CorruptSlide]) -> str:
     alone_ok = all(str(s.attrs.get("patient_id") or s.slide_id) == s.slide_id for s in slides)
     if not config.is_file() or not all(sources) or not alone_ok:
         return delete
-    command = " ".join(["balnmp-cache extract", *map(shlex.quote, sources), "--config", shlex.quote(str(config)), "--force"])
+    words = ["balnmp-cache extract", *map(shlex.quote, sources), "--config", shlex.quote(str(config)), "--force"]
+    command = " ".join(words)
     return f"re-extract {'it' if len(slides) == 1 else 'them'} with: {command} (or {delete})"
 
 

@@ -112,7 +112,7 @@ def tiny_slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def extract_config(sources: list[Path], out: Path, **overrides: object):  # noqa: ANN201
+def extract_config(sources: list[Path], out: Path, **overrides: object):
     """The ExtractConfig that ``run_cli("extract", *sources, "--out", out, *EXTRACT_ARGS)`` resolves to."""
     from balnmp_cache.extract import ExtractConfig
 

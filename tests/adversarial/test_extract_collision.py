@@ -1,8 +1,8 @@
 """Issue 8, item 3: two collections whose slides share file names never overwrite each other silently.
 
-``extract colA --out X`` then ``extract colB --out X`` with ``1.jpg`` in both: colB's slide fails
+``extract colA --out X`` then ``extract colB --out X`` with ``a.jpg`` in both: colB's slide fails
 with a reason naming ``--force`` and ``--slide-id-prefix``, exit 1, and colA's file and manifest
-stay byte-identical. ``--force`` replaces it; ``slide_id_prefix`` keeps both.
+stay byte-identical. ``--force`` replaces it; ``--slide-id-prefix`` keeps both.
 """
 
 from __future__ import annotations
@@ -62,9 +62,7 @@ def test_a_slide_id_prefix_keeps_both_collections(copy_cache: Callable[..., Path
     cache_dir = copy_cache()
     col_b = _col_b(tmp_path)
     before = digests(cache_dir)
-    settings = tmp_path / "extract.toml"
-    settings.write_text('slide_id_prefix = "colB-"\n')  # the --slide-id-prefix flag, once the CLI derives flags
-    result = run_cli("extract", col_b, "--out", cache_dir.parent, "--config", settings, *EXTRACT_ARGS)
+    result = run_cli("extract", col_b, "--out", cache_dir.parent, "--slide-id-prefix", "colB-", *EXTRACT_ARGS)
     assert result.exit_code == 0, result.stderr
     assert all(digests(cache_dir)[name] == before[name] for name in ("a.h5", "b.h5"))
     cache = load_cache(cache_dir)

@@ -29,7 +29,7 @@ def _temporaries(cache_dir: Path) -> list[str]:
     return sorted(p.name for p in cache_dir.iterdir() if p.name.startswith((".tmp-", ".old-", ".manifest", ".cache")))
 
 
-def _one_error(result, *needles: str) -> str:  # noqa: ANN001
+def _one_error(result, *needles: str) -> str:
     assert result.exit_code == 2, (result.exit_code, result.stderr[-2000:])
     output = result.stdout + result.stderr
     assert "Traceback" not in output and "Segmentation" not in output
@@ -67,7 +67,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_re_run_resumes_to_the_sam
 
 
 def _read_only_cache(copy_cache: Callable[..., Path], tmp_path: Path, read_only: Callable[[Path], None],
-                     extracted: Callable[[str], Path]):  # noqa: ANN202
+                     extracted: Callable[[str], Path]):
     """An existing cache whose folder is read-only (a read-only tmpfs as root), under a writable --out."""
     (name,) = [d.name for d in extracted("hdf5").iterdir() if d.is_dir()]
     out = tmp_path / "out"

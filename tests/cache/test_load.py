@@ -12,8 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from balnmp_cache.cache import ManifestRow, load_cache, read_slide, update_manifest, write_slide
-from balnmp_cache.cache import resolve_cache_dir
+from balnmp_cache.cache import ManifestRow, load_cache, read_slide, resolve_cache_dir, update_manifest, write_slide
 from balnmp_cache.errors import CacheError, CorruptCacheError
 from balnmp_cache.progress import ProgressEvent
 
@@ -78,7 +77,8 @@ def test_load_refuses_unreadable_and_damaged_files_naming_each(build_cache: Call
         load_cache(cache_dir)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{cache_dir} is corrupt: 2 slides are unreadable or damaged")
-    assert "slide 's2' (s2.h5: coords: checksum mismatch" in message and "slide 's4' (s4.h5: cannot be opened as HDF5" in message
+    assert "slide 's2' (s2.h5: coords: checksum mismatch" in message
+    assert "slide 's4' (s4.h5: cannot be opened as HDF5" in message
     assert message.endswith("delete s2.h5, s4.h5 and re-run extract: it extracts missing slides again")
 
 

@@ -200,7 +200,9 @@ def test_precision_is_recorded_and_part_of_the_key(small_cohort, tmp_path):
     assert cosine.min() > 0.99
 
 
-def test_an_edited_source_is_extracted_again_and_another_slide_of_the_same_id_is_refused(small_cohort, tmp_path, caplog):
+def test_an_edited_source_is_extracted_again_and_another_slide_of_the_same_id_is_refused(
+    small_cohort, tmp_path, caplog
+):
     slide = small_cohort / "WSIs" / "1.jpg"
     first = run_extract(config([slide], tmp_path / "cache"))
     shutil.copy(small_cohort / "WSIs" / "2.jpg", slide)  # the same path, another image: the source was edited
@@ -220,7 +222,8 @@ def test_an_edited_source_is_extracted_again_and_another_slide_of_the_same_id_is
     refused = run_extract(config([other / "1.jpg"], tmp_path / "cache"))
     assert (refused.n_ok, refused.n_failed, refused.exit_code) == (0, 1, 1)
     (row,) = refused.rows
-    assert row.status == "failed" and f"already in the cache from {slide}, a different slide than {other / '1.jpg'}" in row.reason
+    assert row.status == "failed"
+    assert f"already in the cache from {slide}, a different slide than {other / '1.jpg'}" in row.reason
     assert ((again.cache_dir / "1.h5").read_bytes(), (again.cache_dir / "manifest.csv").read_bytes()) == before
 
 
