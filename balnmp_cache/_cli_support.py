@@ -40,8 +40,16 @@ T = TypeVar("T")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _fit_consoles() -> None:
+    """Follow ``COLUMNS`` as it is when a command starts (the consoles are made once, at import)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        console.width = stdout.width = int(columns)
+
+
 def setup_logging(*, verbose: bool = False) -> None:
     """Send package logs to the terminal through rich (INFO, or DEBUG with --verbose)."""
+    _fit_consoles()
     root = logging.getLogger("balnmp_cache")
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
