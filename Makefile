@@ -4,6 +4,7 @@
 #   make test                  the default test suite (not slow, not gpu)
 #   make lint                  ruff (lint + import order) and mypy, configured in pyproject.toml
 #   make extract|train|report  one stage from stages/*.toml; CONFIG=path picks another configuration
+#   make heatmap               attention heatmaps, galleries and QuPath GeoJSON of the demo runs (stages/heatmap.toml)
 #   make ablate                an ablation grid (CONFIG=stages/ablations/<grid>.toml)
 #   make bench                 benchmarks/bench_*.py (BENCH_ARGS=--quick for the short versions)
 
@@ -21,7 +22,7 @@ DEMO_ROOT := demo/bcnb
 DEMO_OUT := out/demo
 DEMO_RUNS := $(DEMO_OUT)/runs
 
-.PHONY: install demo demo-data extract train demo-runs report ablate bench test test-all lint clean distclean
+.PHONY: install demo demo-data extract train demo-runs report heatmap ablate bench test test-all lint clean distclean
 
 install: $(STAMP)
 
@@ -45,7 +46,9 @@ train: install $(if $(CONFIG),,extract)
 RUN_FLAGS_image := --no-clinical
 RUN_FLAGS_image_clinical := --clinical
 RUN_FLAGS_clinical_only := --head clinical_only --clinical
-DEMO_RUN_JSON := $(foreach run,image image_clinical clinical_only,$(DEMO_RUNS)/$(run)/run.json)
+DEMO_RUN_NAMES := image image_clinical clinical_only
+DEMO_RUN_JSON := $(foreach run,$(DEMO_RUN_NAMES),$(DEMO_RUNS)/$(run)/run.json)
+DEMO_HEATMAPS := $(DEMO_OUT)/heatmaps
 
 # `make demo` always retrains them (seconds each) ...
 demo-runs: install extract
@@ -58,6 +61,16 @@ $(DEMO_RUNS)/%/run.json: | install extract
 
 report: install $(if $(CONFIG),,$(DEMO_RUN_JSON))
 	$(CLI) report --config $(or $(CONFIG),stages/report.toml)
+
+# One heatmap folder per demo run (slides already drawn with the same run and settings are skipped); the
+# report links them (`heatmaps` in stages/report.toml).
+heatmap: install $(if $(CONFIG),,$(DEMO_RUN_JSON))
+ifeq ($(CONFIG),)
+	@set -e; for run in $(DEMO_RUN_NAMES); do \
+		$(CLI) heatmap $(DEMO_RUNS)/$$run --config stages/heatmap.toml --out $(DEMO_HEATMAPS)/$$run; done
+else
+	$(CLI) heatmap --config $(CONFIG)
+endif
 
 demo: install demo-data extract demo-runs
 	$(CLI) report --config stages/report.toml

@@ -100,6 +100,28 @@ def predict_summary(result: Any) -> Group:
     return Group(table, Text(f"written to {result.out}"))
 
 
+def heatmap_summary(result: Any) -> Group | Text:
+    """The slides that failed (the first 20), then the totals."""
+    if result.message:
+        return Text(f"heatmap: {result.message}; written to {result.out}", style="yellow")
+    table = Table(title=f"heatmap → {result.out}", title_justify="left")
+    for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
+        table.add_column(col, overflow="fold")
+    shown = [r for r in result.rows if r.status == "failed"][:20]
+    for row in shown:
+        status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
+        table.add_row(Text(row.slide_id), Text(row.patient_id), status, str(row.n_patches), f"{row.seconds:.1f}",
+                      Text(row.reason))
+    flat = sum(bool(r.flat) for r in result.rows)
+    totals = Text(
+        f"slides: {result.count('ok')} drawn, {result.count('skipped')} already drawn, "
+        f"{result.count('failed')} failed; "
+        f"ranking score: {result.score_name}; attention near-uniform on {flat} of {len(result.rows)} slides; "
+        f"written to {result.out}"
+    )
+    return Group(table, totals) if shown else totals
+
+
 _SPLIT_SHORT = {"train": "T", "val": "V", "test": "I-T"}
 
 

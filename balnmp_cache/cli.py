@@ -24,6 +24,7 @@ import typer
 from balnmp_cache import __version__
 from balnmp_cache._cli_options import FieldParameters, given_values
 from balnmp_cache.extract.config import ExtractConfig
+from balnmp_cache.heatmap.config import HeatmapConfig
 from balnmp_cache.report.config import ReportConfig
 from balnmp_cache.train.ablate import AblationGrid
 from balnmp_cache.train.config import PredictConfig, TrainConfig
@@ -220,6 +221,14 @@ STAGES = (
         run="balnmp_cache.train:run_predict",
         summary="predict_summary",
         config_option=False,
+        log_dir="out_dir",
+    ),
+    Stage(
+        "heatmap",
+        "Attention heatmaps, top and bottom patches and QuPath GeoJSON of a trained run, from the cache alone.",
+        FieldParameters(HeatmapConfig, arguments=("run_dir", "slides")),
+        run="balnmp_cache.heatmap:run_heatmap",
+        summary="heatmap_summary",
         log_dir="out_dir",
     ),
 )

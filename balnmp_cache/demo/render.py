@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from balnmp_cache.demo.layout import SlideLayout, rasterise
 
-__all__ = ["render_slide"]
+__all__ = ["high_grade_mask", "render_slide"]
 
 _Q = 80.0  # lookup-table steps per unit of stain concentration
 _PAD = 40  # canvas margin for sprites that overhang the image (pixels)
@@ -165,6 +165,16 @@ def _discs(fields: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=bool)
 
 
+def high_grade_mask(fields: np.ndarray, tumour: np.ndarray) -> np.ndarray:
+    """(height, width) bool: the tumour pixels inside a high-grade field, exactly as :func:`render_slide` paints them.
+
+    Args:
+        fields: (F, 3) centre x, centre y, radius of every high-grade field (level-0 pixels).
+        tumour: (height, width) bool, True inside a tumour polygon.
+    """
+    return _discs(np.asarray(fields, dtype=np.int64).reshape(-1, 3), tumour.shape) & tumour
+
+
 def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paint one slide.
 
@@ -179,7 +189,7 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     shape = (layout.height, layout.width)
     tissue = rasterise(list(layout.cores) + list(layout.regions), shape)
     tumour = rasterise(layout.regions, shape)
-    high = _discs(layout.fields, shape) & tumour
+    high = high_grade_mask(layout.fields, tumour)
 
     nest_noise = _field(rng, shape, (30.0, 30.0))
     fibre = _field(rng, shape, (3.0, 30.0))  # thin horizontal streaks; becomes the eosin map in place

@@ -182,6 +182,10 @@ def _document(
             doc.sections.append(section)
         doc.sections.append(document.table1_section(result.table1, warnings=table1_warnings))
     doc.sections.append(Section("Figures", list(figures)))
+    if config.heatmaps is not None:
+        from balnmp_cache.heatmap import heatmap_section
+
+        doc.sections.append(heatmap_section(Path(config.heatmaps), report_dir=result.out))
     tables = ", ".join(name for name in result.files if name.endswith(".csv"))
     doc.sections.append(Section("Files", [f"Tables: {tables}. Records: metrics.json, comparisons.json."]))
     return doc

@@ -28,7 +28,7 @@ from balnmp_cache.train.config import PredictConfig
 from balnmp_cache.train.data import patient_rows
 from balnmp_cache.train.metrics import merge_bags
 
-__all__ = ["PredictResult", "PredictRow", "load_run", "run_predict"]
+__all__ = ["PredictResult", "PredictRow", "clinical_vectors", "load_run", "run_predict"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,12 @@ def _check_compatible(ckpt: Checkpoint, cache: Any) -> None:
         )
 
 
-def _clinical(ckpt: Checkpoint, cohort: Path | None, patient_ids: list[str]) -> np.ndarray | None:
+def clinical_vectors(ckpt: Checkpoint, cohort: Path | None, patient_ids: list[str]) -> np.ndarray | None:
+    """(P, K) clinical vectors of ``patient_ids`` encoded as the run encoded them; ``None`` for image-only runs.
+
+    Raises:
+        ConfigError, CohortError: the run fused clinical data and ``cohort`` is missing, lacks a patient or a value.
+    """
     from balnmp_cache.cohort import ClinicalEncoder, load_cohort
     from balnmp_cache.cohort.table import format_rows
 
@@ -165,7 +170,7 @@ def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = No
     cache = load_cache(_cache_dir(ckpt, [Path(s) for s in config.sources], out, progress))
     _check_compatible(ckpt, cache)
     patient_ids = sorted(set(cache.patient_ids), key=natural_key)
-    clinical = _clinical(ckpt, cohort, patient_ids)
+    clinical = clinical_vectors(ckpt, cohort, patient_ids)
     rows = patient_rows(cache, patient_ids)
     if ckpt.bags == "official":
         log.warning(
