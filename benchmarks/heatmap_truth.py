@@ -17,7 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from balnmp_cache.demo.truth import high_grade_fractions
@@ -48,16 +47,15 @@ def summarise(folder: Path, cohort: Path, split: str) -> dict[str, object]:
     run = json.loads((Path(read_index(folder)["run_dir"]) / "run.json").read_text())
     rows = slide_rows(folder, cohort, split)
     high, other = rows[rows.high_grade], rows[~rows.high_grade]
-    per_slide = rows.groupby("slide_id").apply(
-        lambda g: g.loc[g.high_grade, "score"].mean() > g.loc[~g.high_grade, "score"].mean()
-        if g.high_grade.any() and (~g.high_grade).any() else np.nan, include_groups=False).dropna()
+    both = [g for _, g in rows.groupby("slide_id") if g.high_grade.any() and (~g.high_grade).any()]
+    higher = sum(g.loc[g.high_grade, "score"].mean() > g.loc[~g.high_grade, "score"].mean() for g in both)
     return {
         "run": folder.name, "head": run["head"], "test AUC": run["metrics"]["test"]["auc"],
         "slides": rows.slide_id.nunique(), "patches high-grade / other": f"{len(high)} / {len(other)}",
         "attention score": f"{high.attention_logit.mean():.4f} vs {other.attention_logit.mean():.4f}",
         "contribution": f"{high.contribution.mean():.3f} vs {other.contribution.mean():.3f}",
         "percentile": f"{high.percentile.mean():.1f} vs {other.percentile.mean():.1f}",
-        "slides high > other": f"{int(per_slide.sum())} of {len(per_slide)}",
+        "slides high > other": f"{higher} of {len(both)}",
     }
 
 

@@ -19,7 +19,7 @@ from balnmp_cache.cli import STAGES, app
 
 from .report.conftest import binary_scores, run_json, synthetic_labels, write_predictions
 
-SUBCOMMANDS = ("demo-data", "extract", "train", "ablate", "report", "predict", "verify", "doctor")
+SUBCOMMANDS = ("demo-data", "extract", "train", "ablate", "report", "predict", "heatmap", "verify", "doctor")
 
 
 def test_help_lists_every_subcommand():
@@ -109,6 +109,7 @@ TODAY = {
     "report": {"paths", "--out", "--clinical", "--config", "-c", "--verbose", "-v"},
     "predict": {"run_dir", "sources", "--cohort", "--top-k", "--out", "--verbose", "-v"},
     "ablate": {"grid", "--out", "--verbose", "-v"},
+    "heatmap": {"run_dir", "slides", "--cache", "--out", "--config", "-c", "--verbose", "-v"},
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
@@ -120,9 +121,15 @@ ADDED = {
     },
     "report": {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
+        "--heatmaps",
     },
     "predict": set(),
     "ablate": set(),
+    "heatmap": {
+        "--cohort", "--slide-dirs", "--score", "--norm", "--contribution-norm", "--center", "--cmap",
+        "--diverging-cmap", "--alpha", "--canvas-px", "--top-k", "--gallery-px", "--cohort-split", "--target-class",
+        "--flat-ratio", "--geojson", "--no-geojson", "--force", "--no-force", "--device",
+    },
 }  # fmt: skip
 
 

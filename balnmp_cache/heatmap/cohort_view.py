@@ -40,7 +40,7 @@ def _tiles(out: Path, members: Sequence[SlideScores], which: str, k: int) -> lis
         path = out / "slides" / scores.slide_id / crop_name(which, i)
         image = np.asarray(Image.open(path).convert("RGB")) if path.is_file() else None
         x, y = scores.coords[row].tolist()
-        tiles.append(Tile(image, (f"patient {scores.patient_id}  score {value:.4g}", f"x {x}, y {y}")))
+        tiles.append(Tile(image, (f"patient {scores.patient_id}", f"score {value:.4g}", f"x {x}, y {y}")))
     return tiles
 
 

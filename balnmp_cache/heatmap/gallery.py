@@ -17,7 +17,7 @@ from balnmp_cache.heatmap.render import font, label_image
 __all__ = ["Tile", "contact_sheet", "grid_sheet"]
 
 _EMPTY = 225
-_CAPTION_LINES = 2
+_CAPTION_LINES = 3
 _LINE_PX = 14
 
 

@@ -54,7 +54,7 @@ def _slide_entry(scores: SlideScores, label: SlideLabel, files: Mapping[str, Pat
     return {
         "slide_id": scores.slide_id, "patient_id": scores.patient_id, "status": row.status, "reason": row.reason,
         "class": label.class_name, "split": label.split, "probability": label.probability,
-        "patch_level0_px": int(scores.attrs["patch_level0_px"]), **scores.stats,
+        "patch_level0_px": scores.patch_level0_px, **scores.stats,
         "files": {name: path.relative_to(out).as_posix() for name, path in sorted(files.items())},
     }  # fmt: skip
 

@@ -112,13 +112,13 @@ def _canvas(scores: SlideScores, images: SlideImages, layout_xy: np.ndarray, can
         size = (width, height)
     if size is not None:
         return canvas_for((0, 0), size, canvas_px)
-    origin, extent = extent_of(layout_xy, int(scores.attrs["patch_level0_px"]))
+    origin, extent = extent_of(layout_xy, scores.patch_level0_px)
     return canvas_for(origin, extent, canvas_px)
 
 
 def _maps(scores: SlideScores, plan: DrawPlan, label: SlideLabel, images: SlideImages, folder: Path) -> dict[str, Path]:
     """The attention and contribution maps, blended and RGBA."""
-    side = int(scores.attrs["patch_level0_px"])
+    side = scores.patch_level0_px
     layout_xy = layout_coords(scores.coords, scores.region_id, side, str(scores.attrs.get("coords_frame", "level0")))
     canvas = _canvas(scores, images, layout_xy, plan.canvas_px)
     index = patch_index(canvas, layout_xy, side)
@@ -147,7 +147,7 @@ def _galleries(scores: SlideScores, plan: DrawPlan, label: SlideLabel, images: S
     if plan.top_k == 0:
         return {}
     score = scores.score
-    side = int(scores.attrs["patch_level0_px"])
+    side = scores.patch_level0_px
     warning = flat_warning(scores.stats, plan.flat_ratio) if scores.score_name == "attention" else None
     files: dict[str, Path] = {}
     for which, chosen in zip(("top", "bottom"), ranking(score, plan.top_k), strict=True):
@@ -157,7 +157,7 @@ def _galleries(scores: SlideScores, plan: DrawPlan, label: SlideLabel, images: S
             if crop is not None:
                 save_image(Image.fromarray(crop), folder / crop_name(which, i))
             x, y = scores.coords[row].tolist()
-            tiles.append(Tile(crop, (f"#{i + 1}  score {score[row]:.4g}", f"x {x}, y {y}")))
+            tiles.append(Tile(crop, (f"#{i + 1}", f"score {score[row]:.4g}", f"x {x}, y {y}")))
         title = "highest" if which == "top" else "lowest"
         lines = [label.line(scores), f"{plan.top_k} patches with the {title} {scores.score_name} score"]
         sheet = contact_sheet(tiles, px=plan.gallery_px, lines=lines, warning=warning)
@@ -199,7 +199,7 @@ def draw_slide(scores: SlideScores, plan: DrawPlan, label: SlideLabel, folder: P
         if scores.attention_logit is not None:
             measurements = {"attention_logit": scores.attention_logit, **measurements}
         files["geojson"] = write_geojson(folder / "patches.geojson", slide_id=scores.slide_id, level0_xy=scores.coords,
-                                         patch_level0_px=int(scores.attrs["patch_level0_px"]), keys=scores.patch_key,
+                                         patch_level0_px=scores.patch_level0_px, keys=scores.patch_key,
                                          measurements=measurements)
     summary = {"key": key, "slide_id": scores.slide_id, "patient_id": scores.patient_id,
                "files": {name: path.name for name, path in files.items()}, "stats": scores.stats}

@@ -23,9 +23,10 @@ from balnmp_cache.report.render import FigureBlock, Link, Section, TableBlock
 __all__ = ["find_heatmaps", "heatmap_section"]
 
 _TITLE = "Heatmaps: where the model looks"
-_EXAMPLES = 2  # example maps per class shown in the report
+_EXAMPLES = 1  # example maps per class shown in the report
 _EMBED_PX = 420  # width of an example map embedded in the HTML
-_COHORT_PX = 1120  # width of the cohort view embedded in the HTML (shown at half that, sharp on dense screens)
+_COHORT_PX = 840  # width of the cohort view embedded in the HTML (shown at 560: sharp enough on dense screens)
+_COLOURS = 128  # embedded previews are quantised to this many colours (a third of the bytes); the files are full
 _LINKS = (("attention", "attention"), ("contribution", "contribution"), ("top", "top"), ("bottom", "bottom"),
           ("scores", "scores"), ("geojson", "GeoJSON"))
 
@@ -41,13 +42,13 @@ def find_heatmaps(path: Path) -> list[Path]:
 
 
 def _embedded(path: Path, title: str, width_px: int = _EMBED_PX) -> FigureBlock:
-    """A figure block of ``path`` whose embedded PNG is at most ``width_px`` wide."""
+    """A figure block of ``path`` whose embedded PNG is a preview at most ``width_px`` wide, in 128 colours."""
     with Image.open(path) as opened:
         image = opened.convert("RGB")
     if image.width > width_px:
         image = image.resize((width_px, max(1, round(image.height * width_px / image.width))), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.quantize(_COLOURS, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
     return FigureBlock(title, [path], buffer.getvalue())
 
 

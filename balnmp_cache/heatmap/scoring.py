@@ -168,6 +168,20 @@ class SlideScores:
     def n_patches(self) -> int:
         return len(self.coords)
 
+    @property
+    def patch_level0_px(self) -> int:
+        """The side of a patch in level-0 pixels: the file's ``patch_level0_px``, else ``patch_px`` times
+        ``downsample``, else (files of other tools) the grid step of the coordinates, else 256."""
+        side = self.attrs.get("patch_level0_px")
+        if isinstance(side, (int, float)) and side > 0:
+            return round(side)
+        patch_px, downsample = self.attrs.get("patch_px"), self.attrs.get("downsample", 1.0)
+        if isinstance(patch_px, (int, float)) and patch_px > 0 and isinstance(downsample, (int, float)):
+            return round(patch_px * downsample)
+        steps = [np.diff(np.unique(self.coords[:, axis])) for axis in (0, 1)]
+        step = int(np.gcd.reduce(np.concatenate(steps).astype(np.int64))) if sum(map(len, steps)) else 0
+        return step if step > 0 else 256
+
 
 def _log_odds(logits: np.ndarray, target: int) -> np.ndarray:
     """(N, C) logits -> (N,) ``logit_target - logsumexp(other logits)`` (binary: logit_1 - logit_0)."""

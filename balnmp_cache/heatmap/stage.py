@@ -183,12 +183,17 @@ def _key(model: RunModel, plan: DrawPlan, scores: SlideScores, label: SlideLabel
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
 
 
-def _is_drawn(folder: Path, key: str) -> bool:
+def _drawn_files(folder: Path, key: str | None = None) -> dict[str, Path] | None:
+    """Output name -> file of a slide drawn earlier (with ``key``, when given); ``None`` if it is not complete."""
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return summary.get("key") == key and all((folder / name).is_file() for name in summary.get("files", {}).values())
+        return None
+    files = {name: folder / file for name, file in summary.get("files", {}).items()}
+    files["summary"] = folder / "summary.json"
+    if (key is not None and summary.get("key") != key) or not all(path.is_file() for path in files.values()):
+        return None
+    return files
 
 
 def _draw_all(config: HeatmapConfig, model: RunModel, plan: DrawPlan, scored: list[SlideScores],
@@ -202,11 +207,12 @@ def _draw_all(config: HeatmapConfig, model: RunModel, plan: DrawPlan, scored: li
         key = _key(model, plan, scores, label)
         row = SlideRow(scores.slide_id, scores.patient_id, "ok", scores.n_patches, flat=scores.stats.get("flat"))
         try:
-            if not config.force and _is_drawn(folder, key):
-                row.status = "skipped"
+            files = None if config.force else _drawn_files(folder, key)
+            if files is None:
+                files = draw_slide(scores, plan, label, folder, key=key)
             else:
-                draw_slide(scores, plan, label, folder, key=key)
-            drawn[scores.slide_id] = {p.stem: p for p in folder.glob("*") if p.is_file()}
+                row.status = "skipped"
+            drawn[scores.slide_id] = files
         except (BalnmpError, OSError) as err:
             row.status, row.reason = "failed", str(err)
             log.warning("%s: %s", scores.slide_id, err)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from balnmp_cache.heatmap import HeatmapConfig, HeatmapResult, run_heatmap
 from balnmp_cache.train import TrainConfig, run_train
 from tests.support.synthetic import SyntheticStudy, make_study
 
@@ -43,6 +44,23 @@ def runs(study: SyntheticStudy, tmp_path_factory: pytest.TempPathFactory) -> dic
         "gated_clinical": _train(study, root / "gated_clinical", head="gated_abmil", clinical=True),
         "clinical_only": _train(study, root / "clinical_only", head="clinical_only", clinical=True),
     }
+
+
+SLIDES = ["1", "2", "3", "4"]
+
+
+def heatmap_config(run_dir: Path, out: Path, **overrides: object) -> HeatmapConfig:
+    """A quick heatmap configuration: small maps and galleries, on the CPU."""
+    values: dict[str, object] = {"run_dir": run_dir, "out": out, "device": "cpu", "top_k": 3, "gallery_px": 32,
+                                 "canvas_px": 128}
+    values.update(overrides)
+    return HeatmapConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def drawn(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> HeatmapResult:
+    """The heatmaps of four slides of the balnmp run, in ``<tmp>/heatmaps/balnmp``."""
+    return run_heatmap(heatmap_config(runs["balnmp"], tmp_path_factory.mktemp("heatmaps") / "balnmp", slides=SLIDES))
 
 
 def lattice(origin: tuple[int, int], columns: int, rows: int, patch_px: int) -> np.ndarray:
