@@ -5,7 +5,7 @@ output folder given (``balnmp-cache heatmap RUN_DIR --out DIR``), this compares,
 patients, the scores of high-grade patches (at least 30% of the patch high-grade, the generator's own rule)
 with those of the other patches: the mean attention score, the mean single-patch log-odds, the mean
 within-slide percentile (50 = no preference), and the share of slides whose high-grade patches score higher
-on average. Prints a Markdown table (the one in benchmarks/RESULTS.md).
+on average (by the ranking score and by the contribution). Prints a Markdown table (the one in benchmarks/RESULTS.md).
 
     .venv/bin/python benchmarks/heatmap_truth.py out/demo/heatmaps/image out/demo/heatmaps/image_clinical \\
         --cohort demo/bcnb
@@ -48,14 +48,16 @@ def summarise(folder: Path, cohort: Path, split: str) -> dict[str, object]:
     rows = slide_rows(folder, cohort, split)
     high, other = rows[rows.high_grade], rows[~rows.high_grade]
     both = [g for _, g in rows.groupby("slide_id") if g.high_grade.any() and (~g.high_grade).any()]
-    higher = sum(g.loc[g.high_grade, "score"].mean() > g.loc[~g.high_grade, "score"].mean() for g in both)
+    higher = {column: sum(g.loc[g.high_grade, column].mean() > g.loc[~g.high_grade, column].mean() for g in both)
+              for column in ("score", "contribution")}
     return {
         "run": folder.name, "head": run["head"], "test AUC": run["metrics"]["test"]["auc"],
         "slides": rows.slide_id.nunique(), "patches high-grade / other": f"{len(high)} / {len(other)}",
         "attention score": f"{high.attention_logit.mean():.4f} vs {other.attention_logit.mean():.4f}",
         "contribution": f"{high.contribution.mean():.3f} vs {other.contribution.mean():.3f}",
         "percentile": f"{high.percentile.mean():.1f} vs {other.percentile.mean():.1f}",
-        "slides high > other": f"{higher} of {len(both)}",
+        "slides high > other (ranking score)": f"{higher['score']} of {len(both)}",
+        "slides high > other (contribution)": f"{higher['contribution']} of {len(both)}",
     }
 
 
