@@ -227,11 +227,10 @@ def main() -> None:
         result = _child(["ours", str(px), *shape, str(slide), str(args.out)])
         rows_out.append((f"patch grid (ours), {px}-px patches, {gpx:.2f} Gpx slide", result))
     rows_out.append(("scoring: official head, 1,280-d float16 features", _child(["score", *shape])))
-    clam = {}
     coarse, fine = (_child(["clam", "256", *shape, str(slides[256]), str(args.out), str(d)]) for d in (64, 16))
     for result in (coarse, fine):
-        rows_out.append((f"CLAM-style canvas at downsample {result['downsample']:g} ({result['canvas_px'] / 1e6:.1f} Mpx)",
-                         result))
+        size = f"{result['canvas_px'] / 1e6:.1f} Mpx"
+        rows_out.append((f"CLAM-style canvas at downsample {result['downsample']:g} ({size})", result))
     level0 = columns * rows * 256 * 256
     per_px_mb = fine["peak_mb"] / fine["canvas_px"]
     per_px_s = (fine["seconds"] - coarse["seconds"]) / (fine["canvas_px"] - coarse["canvas_px"])
