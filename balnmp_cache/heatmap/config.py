@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from balnmp_cache.config import StageConfig
 
@@ -82,6 +82,12 @@ class HeatmapConfig(StageConfig):
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _has_run(self) -> HeatmapConfig:
+        if self.run_dir is None:
+            raise ValueError("no run directory: pass RUN_DIR (the --out of a train run) or set run_dir")
+        return self
 
     @property
     def out_dir(self) -> Path:

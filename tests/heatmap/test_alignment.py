@@ -99,3 +99,26 @@ def test_geojson_squares_are_the_cached_coordinates(checker_slide, tmp_path):
     again = json.loads(write_geojson(tmp_path / "t.geojson", slide_id="s", level0_xy=coords, patch_level0_px=patch_px,
                                      keys=keys, measurements={}).read_text())
     assert [f["id"] for f in again["features"]] == ids  # stable ids: the same detections on re-export
+
+
+def test_on_a_real_slide_each_cell_shows_what_its_patch_crop_shows():
+    """CMU-1-Small-Region.svs: a cell's thumbnail pixels and its patch read back from level 0 agree in colour."""
+    from tests.conftest import shared_file
+
+    from .conftest import lattice
+
+    svs = shared_file("wsi/aperio_svs/CMU-1-Small-Region.svs")
+    patch_px = 256
+    with SlideImages({"source_path": str(svs)}) as images:
+        width, height = images.dimensions()
+        coords = lattice((13, 29), (width - 13) // patch_px, (height - 29) // patch_px, patch_px)
+        canvas = canvas_for((0, 0), (width, height), 600)
+        index = patch_index(canvas, coords, patch_px)
+        thumbnail = images.thumbnail(canvas, coords, None, patch_px).astype(float)
+        crops = np.stack(images.crops(coords, [""] * len(coords), patch_px, 32)).astype(float)
+    cell_mean = np.array([thumbnail[index == i].mean(axis=0) for i in range(len(coords))])  # (N, 3)
+    crop_mean = crops.mean(axis=(1, 2))  # (N, 3)
+    aligned = np.corrcoef(cell_mean[:, 1], crop_mean[:, 1])[0, 1]
+    shifted = np.corrcoef(cell_mean[1:, 1], crop_mean[:-1, 1])[0, 1]  # each cell against its left neighbour
+    assert aligned > 0.99 and aligned > shifted + 0.05, (aligned, shifted)
+    assert np.abs(cell_mean - crop_mean).max() < 2.5  # grey levels of 0-255; a 1-pixel shift gives 3.4

@@ -126,11 +126,13 @@ def test_a_cache_of_another_encoder_is_refused_in_one_line(runs, tmp_path):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("make_dir", "match"), [(lambda tmp: None, "no run directory"),
-                                                  (lambda tmp: tmp, "not a finished run")])
-def test_a_missing_or_unfinished_run_is_refused(tmp_path, make_dir, match):
-    with pytest.raises(ConfigError, match=match):
-        run_heatmap(HeatmapConfig(run_dir=make_dir(tmp_path), out=tmp_path / "o"))
+def test_a_missing_or_unfinished_run_is_refused(tmp_path):
+    from balnmp_cache.config import load_config
+
+    with pytest.raises(ConfigError, match="no run directory: pass RUN_DIR"):
+        load_config(HeatmapConfig, None, {"out": tmp_path / "o"})
+    with pytest.raises(ConfigError, match="not a finished run"):
+        run_heatmap(HeatmapConfig(run_dir=tmp_path, out=tmp_path / "o"))
 
 
 def test_unknown_slide_ids_are_named(runs, tmp_path):
