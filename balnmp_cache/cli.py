@@ -123,6 +123,8 @@ class Stage:
         config_argument: name and help of a positional argument that *is* the configuration file
             (ablate's GRID), in place of ``--config``.
         log_dir: the attribute of the configuration naming the output folder.
+        log_beside: log to ``<folder>.log`` beside the output folder instead of ``<folder>/<name>.log``
+            inside it (train and report build their folder aside and swap it in whole).
     """
 
     name: str
@@ -133,6 +135,14 @@ class Stage:
     config_option: bool = True
     config_argument: tuple[str, str] | None = None
     log_dir: str = "out"
+    log_beside: bool = False
+
+    def log_file(self, cfg: Any) -> Path:
+        """The log file of one run of the command with the configuration ``cfg``."""
+        from balnmp_cache.outdir import log_path
+
+        folder = Path(getattr(cfg, self.log_dir))
+        return log_path(folder) if self.log_beside else folder / f"{self.name}.log"
 
     def parameters(self) -> list[inspect.Parameter]:
         """The command's signature: the context, the config file, the fields, ``--config``, ``--verbose``.
@@ -161,7 +171,7 @@ class Stage:
         cfg = load_config(self.fields.model, config, overrides)
         module, function = self.run.split(":")
         run = getattr(importlib.import_module(module), function)
-        with ui.log_to_file(Path(getattr(cfg, self.log_dir)) / f"{self.name}.log"), ui.RichProgress() as progress:
+        with ui.log_to_file(self.log_file(cfg)), ui.RichProgress() as progress:
             result = run(cfg, progress=progress)
         ui.stdout.print(getattr(tables, self.summary)(result))
         return int(getattr(result, "exit_code", 0))
@@ -197,6 +207,7 @@ STAGES = (
         ),
         run="balnmp_cache.train:run_train",
         summary="train_summary",
+        log_beside=True,
     ),
     Stage(
         "ablate",
@@ -213,6 +224,7 @@ STAGES = (
         FieldParameters(ReportConfig, arguments=("paths",)),
         run="balnmp_cache.report:run_report",
         summary="report_summary",
+        log_beside=True,
     ),
     Stage(
         "predict",
