@@ -136,13 +136,21 @@ class RichProgress:
 
 
 def run_guarded(fn: Callable[[], T]) -> T:
-    """Run a command body; a user error prints its message (no traceback) and exits with status 2."""
+    """Run a command body; a user error or a failed filesystem call prints one line (no traceback), exit 2.
+
+    What counts is :func:`balnmp_cache._cli_errors.user_message`; any other exception keeps its traceback.
+    """
     try:
         return fn()
-    except BalnmpError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        logging.getLogger("balnmp_cache").debug("error details", exc_info=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; finished work is kept and a re-run resumes")
         sys.exit(130)
+    except Exception as err:
+        from balnmp_cache._cli_errors import user_message
+
+        message = str(err) if isinstance(err, BalnmpError) else user_message(err)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        logging.getLogger("balnmp_cache").debug("error details", exc_info=True)
+        sys.exit(2)
