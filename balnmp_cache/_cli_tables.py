@@ -97,7 +97,18 @@ def predict_summary(result: Any) -> Group:
     for row in result.rows:
         patches = "; ".join(f"{key} ({att:.2f})" for key, att in row.top_patches)
         table.add_row(Text(row.patient_id), *(_fmt(p) for p in row.probabilities), Text(patches))
-    return Group(table, Text(f"written to {result.out}"))
+    parts: list[Any] = [table]
+    if result.failures:
+        failed = Table(title=f"not scored: {len(result.failures)}", title_justify="left", title_style="bold red")
+        for column in ("patient", "slide", "reason"):
+            failed.add_column(column, overflow="fold")
+        for f in result.failures:
+            failed.add_row(Text(f.patient_id), Text(f.slide_id), Text(f.reason))
+        parts.append(failed)
+    done = f"{len(result.rows)} patient(s) scored, {len(result.failures)} failure(s) (failures.csv)"
+    style = "bold red" if result.failures else ""
+    parts.append(Text(f"{done}; written to {result.out}", style=style))
+    return Group(*parts)
 
 
 def heatmap_summary(result: Any) -> Group | Text:
