@@ -2,9 +2,10 @@
 
 The stage commands (extract, train, ablate, report, predict) are generated from their configuration
 classes (:mod:`balnmp_cache._cli_options`): each field is one flag, declared once in the stage's
-config. Every command runs through one wrapper (:func:`_run`): logging set-up, user errors as one
-line with exit status 2, and for stages the configuration loaded with the given flags as overrides,
-a log file in the output folder, a progress bar and the summary table.
+config. Every command runs through one wrapper (:func:`_run`): logging set-up, user errors and failed
+filesystem calls as one line with exit status 2, and for stages the configuration loaded with the given
+flags as overrides, a log file in the output folder (beside it for train and report, whose folder is
+swapped in whole), a progress bar and the summary table.
 
 Only the configuration classes are imported up front (pydantic, no torch); stage functions, rich and
 the tables are imported when a command runs, so ``balnmp-cache --help`` answers at once.
@@ -93,12 +94,18 @@ def demo_data(
         from balnmp_cache import _cli_support as ui
         from balnmp_cache import _cli_tables as tables
         from balnmp_cache.demo import DEFAULT_PATIENTS, MARKER, write_demo_cohort
+        from balnmp_cache.demo.cohort import check_arguments
 
-        wanted: dict[str, Any] = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "pyramidal": pyramidal}
+        count = DEFAULT_PATIENTS if patients is None else patients  # --patients 0 is an error, not the default
+        check_arguments(out, count, seed)  # before the log file makes the folder
+        wanted: dict[str, Any] = {"patients": count, "seed": seed, "pyramidal": pyramidal}
         marker = out / MARKER
         if not force and marker.is_file():
-            done = json.loads(marker.read_text(encoding="utf-8"))
-            if done.get("complete") and done.get("arguments") == wanted:
+            try:
+                done = json.loads(marker.read_text(encoding="utf-8"))
+            except ValueError:
+                done = {}  # unreadable: write_demo_cohort refuses the folder with its own message
+            if isinstance(done, dict) and done.get("complete") and done.get("arguments") == wanted:
                 message = f"demo cohort already complete in {out} (same arguments); --force rewrites it"
                 ui.stdout.print(message, highlight=False)
                 return
