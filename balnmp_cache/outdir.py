@@ -36,7 +36,9 @@ from typing import Any
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.fsio import describe_os_error, fsync_dir
 
-__all__ = ["OutputBusyError", "OutputWriteError", "Staged", "lock_path", "log_path", "recover", "staged_dir"]
+__all__ = [
+    "OutputBusyError", "OutputWriteError", "Staged", "lock_path", "log_path", "naming_errors", "recover", "staged_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +269,30 @@ def _prepare(target: Path, check: Callable[[Path], None] | None) -> Staged:
 
 
 def _write_error(staged: Staged, err: OSError) -> OSError | OutputWriteError:
-    """One :class:`OutputWriteError` line when ``err`` is about the staging folder, else ``err`` itself."""
+    """One :class:`OutputWriteError` line when ``err`` is about the staging folder, else ``err`` itself.
+
+    An error without a file name (a failed ``write`` of an open file) is taken to be about the folder.
+    """
     name = err.filename
-    if name is None or staged.public(name) == Path(name):
+    if name is None:
+        return OutputWriteError(describe_os_error(err, staged.target))
+    if staged.public(name) == Path(name):
         return err
     return OutputWriteError(describe_os_error(err, staged.public(name)))
+
+
+@contextmanager
+def naming_errors(folder: Path) -> Iterator[None]:
+    """Give an ``OSError`` raised without a file name in the block ``folder`` as its file name.
+
+    A failed ``write`` of an open file (a full disk) says nothing of where; the message needs a path.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(folder)) from err
 
 
 def recover(target: Path) -> None:

@@ -40,6 +40,7 @@ from balnmp_cache.demo.readme import readme_text
 from balnmp_cache.demo.render import render_slide
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.fsio import atomic_path, atomic_write_text
+from balnmp_cache.outdir import naming_errors
 from balnmp_cache.progress import ProgressCallback, emit
 
 __all__ = ["DEFAULT_PATIENTS", "MARKER", "DemoSummary", "check_arguments", "write_demo_cohort"]
@@ -198,6 +199,14 @@ def write_demo_cohort(out: Path, *, patients: int = DEFAULT_PATIENTS, seed: int 
     check_arguments(out, patients, seed)
     arguments = {"patients": patients, "seed": seed, "pyramidal": bool(pyramidal)}
     _guard_folder(out, arguments)
+    with naming_errors(out):  # a full disk: the one-line error names the cohort folder
+        return _write_cohort(out, arguments, started, progress)
+
+
+def _write_cohort(out: Path, arguments: dict[str, Any], started: float,
+                  progress: ProgressCallback | None) -> DemoSummary:
+    """:func:`write_demo_cohort` once the arguments and the folder are checked."""
+    patients, seed, pyramidal = arguments["patients"], arguments["seed"], arguments["pyramidal"]
     for folder in ("WSIs", "dataset-splitting") + (("WSIs-pyramidal",) if pyramidal else ()):
         (out / folder).mkdir(parents=True, exist_ok=True)
     marker = {"generator": "balnmp_cache.demo", "format_version": _FORMAT_VERSION, "arguments": arguments,

@@ -25,6 +25,7 @@ import numpy as np
 
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import CacheError, CohortError, ConfigError
+from balnmp_cache.outdir import naming_errors, recover
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.runs import (
     Checkpoint,
@@ -104,7 +105,6 @@ def load_run(run_dir: Path) -> tuple[Checkpoint, Any]:
             version cannot read.
     """
     from balnmp_cache.mil import create_head
-    from balnmp_cache.outdir import recover
 
     recover(run_dir)  # a swap a killed train left half done
     reason = unfinished_reason(run_dir)
@@ -282,11 +282,12 @@ def run_predict(config: PredictConfig, *, progress: ProgressCallback | None = No
         patient_ids = [pid for pid in patient_ids if pid not in {f.patient_id for f in failed}]
         if patient_ids:
             scores, rows = _score(ckpt, head, cache, patient_ids, clinical, top_k=config.top_k, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(config, out)
-    write_scores(out, scores)
-    write_csv(out / "failures.csv", FAILURE_COLUMNS,
-              ([f.patient_id, f.slide_id, f.source, f.reason] for f in failures))
+    with naming_errors(out):  # a full disk: the one-line error names the output folder
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(config, out)
+        write_scores(out, scores)
+        write_csv(out / "failures.csv", FAILURE_COLUMNS,
+                  ([f.patient_id, f.slide_id, f.source, f.reason] for f in failures))
     log.info("predicted %d patient(s) with %s, %d failure(s); written to %s", len(rows), run_dir, len(failures), out)
     return PredictResult(out=out, classes=list(ckpt.classes), rows=rows, failures=failures)
 
