@@ -3,7 +3,9 @@
 A :class:`~balnmp_cache.errors.BalnmpError` is its message; an ``OSError`` (a full, read-only,
 forbidden or vanished disk) is :func:`balnmp_cache.fsio.describe_os_error`; a ``RuntimeError`` is
 one only when it wraps an ``OSError`` or is torch's own report of a failed file write
-(``torch.save`` on a full disk). Anything else is a bug and keeps its traceback.
+(``torch.save`` on a full disk). An ``OSError`` without a path raised while handling another error
+(a log file's last flush on the same full disk) gives way to that first error. Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def user_message(err: BaseException) -> str | None:
     """The one line to print for ``err``, or ``None`` when it is a bug (let it raise with its traceback)."""
     if isinstance(err, BalnmpError):
         return str(err)
+    if isinstance(err, OSError) and err.filename is None and err.__context__ is not None:
+        # raised while cleaning up after another error (the log file's last flush on a full disk): that
+        # first error is what happened, and it names the path
+        first = user_message(err.__context__)
+        if first is not None:
+            return first
     if isinstance(err, OSError):
         return describe_os_error(err, action="write" if err.errno in _WRITE_ERRNOS else "use")
     if isinstance(err, RuntimeError):

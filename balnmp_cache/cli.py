@@ -60,8 +60,12 @@ def _main(
 
 def _run(body: Callable[[], int | None], *, verbose: bool) -> None:
     """Run a command body: logging to the terminal, a user error as one line (exit 2), its exit code."""
+    import logging
+
     from balnmp_cache import _cli_support as ui
 
+    # A log file on a full disk must not print a traceback per record: the command's own error line says it.
+    logging.raiseExceptions = False
     ui.setup_logging(verbose=verbose)
     raise typer.Exit(ui.run_guarded(body) or 0)
 

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from balnmp_cache.errors import ConfigError
-from balnmp_cache.outdir import Staged, staged_dir
-from balnmp_cache.runs.files import is_finished, read_run
+from balnmp_cache.fsio import describe_os_error
+from balnmp_cache.outdir import OutputWriteError, Staged, staged_dir
+from balnmp_cache.runs.files import check_free_space, is_finished, read_run
 from balnmp_cache.runs.records import FILE_NAMES
 
 __all__ = ["RUN_EXTRAS", "RunExistsError", "claim_run"]
@@ -87,7 +88,12 @@ def claim_run(run_dir: Path, *, force: bool = False, wait: bool = False) -> Iter
         OutputBusyError: another process writes ``run_dir`` (without ``wait``).
         RunExistsError: ``run_dir`` holds a finished run and ``force`` is false.
         ConfigError: ``run_dir`` is a file or a folder with other content.
-        OutputWriteError: the lock or the staging folder cannot be written.
+        OutputWriteError: the lock or the staging folder cannot be written, or the disk has less than
+            :data:`~balnmp_cache.runs.FREE_SPACE_RESERVE` free.
     """
     with staged_dir(run_dir, writer="train", check=_checker(force), wait=wait) as staged:
+        try:  # a full disk is refused before the training, not after it
+            check_free_space(staged.staging, 0)
+        except OSError as err:
+            raise OutputWriteError(describe_os_error(err, staged.target)) from err
         yield staged

@@ -61,10 +61,11 @@ def test_train_on_a_full_disk_keeps_the_finished_run_and_a_re_run_gives_the_same
     reference = finished_runs(0)
     run = copy_run(finished_runs(1), small_tmpfs / "run")
     before = digests(run)
-    filler = fill(small_tmpfs, leave_bytes=200_000)  # less than the run's files and the reserve
+    filler = fill(small_tmpfs, leave_bytes=300_000)  # enough to start, less than the run's files and the reserve
     result = run_cli(*train_args(tiny_study, run, "--force"))
     one_error(result, f"cannot write {run}: {FULL}")
     assert digests(run) == before and leftovers(small_tmpfs) == []
+    assert "training" in result.stderr  # refused by the check before the first file, after the epochs
     filler.unlink()
     again = run_cli(*train_args(tiny_study, run, "--force"))
     assert again.exit_code == 0, again.stderr
@@ -75,6 +76,13 @@ def test_train_on_a_full_disk_keeps_the_finished_run_and_a_re_run_gives_the_same
 def _report_files(folder: Path) -> dict[str, str | None]:
     """Digests of a report's tables and records; names only for config.toml (it names --out) and figures."""
     return {k: v if k.endswith((".csv", ".json", ".md")) else None for k, v in digests(folder).items()}
+
+
+def test_train_on_a_disk_without_room_to_start_is_refused_before_loading(small_tmpfs: Path, tiny_study) -> None:
+    fill(small_tmpfs, leave_bytes=100_000)
+    result = run_cli(*train_args(tiny_study, small_tmpfs / "run"))
+    one_error(result, f"cannot write {small_tmpfs / 'run'}: {FULL}")
+    assert "training" not in result.stderr and leftovers(small_tmpfs) == []
 
 
 def test_report_on_a_full_disk_keeps_the_earlier_report_and_a_re_run_completes(finished_runs, tmp_path) -> None:
