@@ -17,8 +17,9 @@ __all__ = ["RUN_EXTRAS", "RunExistsError", "claim_run"]
 
 log = logging.getLogger(__name__)
 
-RUN_EXTRAS = ("train.log", "predict")
-"""What a run directory may hold besides its files: the log older versions kept inside, predict's default output."""
+RUN_EXTRAS = ("train.log", "predict", "heatmaps")
+"""What a run directory may hold besides its files: the log older versions kept inside, the default outputs of
+``predict`` and ``heatmap`` (they describe this run's model, and go with it when ``--force`` replaces it)."""
 
 _LISTED = 5
 
