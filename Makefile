@@ -75,10 +75,13 @@ demo-runs: install extract
 $(DEMO_RUN_TARGETS): demo-run-%:
 	$(CLI) train --config stages/train.toml --cache $(DEMO_CACHE) --threads 1 $(RUN_FLAGS_$*) --out $(DEMO_RUNS)/$*
 
-# A target that reads the demo's runs trains them first when one is missing (and only then extracts).
-DEMO_RUNS_IF_MISSING = $(if $(filter-out $(wildcard $(DEMO_RUN_JSON)),$(DEMO_RUN_JSON)),demo-runs)
+# A target that reads the demo's runs lists $(DEMO_RUN_JSON): when any is missing, demo-runs (with the stages
+# before it) runs once; when all are there, nothing is extracted or trained. (A pattern rule with several
+# targets, here with the stem ".", makes them all with one run of its recipe, in every GNU make.)
+$(foreach run,$(DEMO_RUN_NAMES),$(DEMO_RUNS)/$(run)/run%json):
+	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) demo-runs
 
-report: install $(if $(CONFIG),,$(DEMO_RUNS_IF_MISSING))
+report: install $(if $(CONFIG),,$(DEMO_RUN_JSON))
 	$(CLI) report --config $(or $(CONFIG),stages/report.toml)
 
 demo: demo-runs

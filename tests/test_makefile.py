@@ -1,9 +1,9 @@
 """The Makefile's targets, read from `make -n`: each step of the demo once, in order, with the cache it just made.
 
 `make -n` prints the commands a target would run without running them (a recursive `$(MAKE)` line does
-run, with -n passed on, so the demo's training sub-make prints its commands too). Every test runs the
-repository's Makefile in an empty folder (`make -f`), with the install stamp marked as up to date (`-o`),
-so nothing is installed and the checkout's own outputs do not matter.
+run, with -n passed on, so a sub-make prints its commands too). Every test runs the repository's Makefile
+in an empty folder (`make -f`) whose install stamp is newer than its pyproject.toml, so nothing is
+installed and the checkout's own outputs do not matter.
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 
 def _dry_run(folder: Path, *targets: str, **variables: str) -> list[str]:
-    """The commands `make -n TARGET...` prints in ``folder`` (continued lines joined)."""
-    command = ["make", "-f", str(MAKEFILE), "-n", "-o", ".venv/.installed-stamp", *targets,
-               *(f"{k}={v}" for k, v in variables.items())]
+    """The commands `make -n TARGET...` prints in ``folder`` (continued lines joined), the install up to date."""
+    stamp, pyproject = folder / ".venv/.installed-stamp", folder / "pyproject.toml"
+    if not stamp.exists():
+        stamp.parent.mkdir(parents=True)
+        pyproject.touch()
+        stamp.touch()
+        os.utime(pyproject, (1_000_000_000, 1_000_000_000))  # older than the stamp: nothing to install
+    command = ["make", "-f", str(MAKEFILE), "-n", *targets, *(f"{k}={v}" for k, v in variables.items())]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     out = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True, env=env).stdout
     return out.replace("\\\n", " ").splitlines()
@@ -73,11 +78,15 @@ def test_a_configuration_given_runs_only_its_stage(tmp_path: Path) -> None:
     assert [line.strip() for line in commands] == [".venv/bin/balnmp-cache train --config my.toml"]
 
 
-def test_report_trains_the_runs_only_when_one_is_missing(tmp_path: Path) -> None:
-    assert _steps(_dry_run(tmp_path, "report"))[:2] == ["demo-data", "extract"]
-    for run in RUNS:
+def test_report_trains_the_runs_once_when_any_is_missing_and_else_only_reports(tmp_path: Path) -> None:
+    trained = ["demo-data", "extract", *(f"train out/demo/runs/{run}" for run in RUNS), "report"]
+    assert _steps(_dry_run(tmp_path, "report")) == trained
+    for run in RUNS[1:]:
         (tmp_path / "out/demo/runs" / run).mkdir(parents=True)
         (tmp_path / "out/demo/runs" / run / "run.json").write_text("{}")
+    assert _steps(_dry_run(tmp_path, "report")) == trained
+    (tmp_path / "out/demo/runs" / RUNS[0]).mkdir(parents=True)
+    (tmp_path / "out/demo/runs" / RUNS[0] / "run.json").write_text("{}")
     assert _steps(_dry_run(tmp_path, "report")) == ["report"]
 
 
