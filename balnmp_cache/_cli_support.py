@@ -75,8 +75,16 @@ class ConsoleLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def _fit_consoles() -> None:
+    """Follow ``COLUMNS`` as it is when a command starts (the consoles are made once, at import)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        console.width = stdout.width = int(columns)
+
+
 def setup_logging(*, verbose: bool = False) -> None:
     """Send package logs to the terminal (INFO, or DEBUG with --verbose); see :class:`ConsoleLogHandler`."""
+    _fit_consoles()
     root = logging.getLogger("balnmp_cache")
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):

@@ -137,7 +137,7 @@ TODAY = {
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
-    "extract": {"--no-force"},
+    "extract": {"--no-force", "--slide-id-prefix"},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
