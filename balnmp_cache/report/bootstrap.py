@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Band",
     "GRID",
+    "Band",
     "percentile_ci",
     "pr_band",
     "pr_points",

@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from balnmp_cache.report.delong import paired_delong_test
+from balnmp_cache.report.multiplicity import benjamini_hochberg, holm
 from balnmp_cache.report.predictions import SPLITS, RunPredictions, check_same_patients, comparable
 
 __all__ = ["COMPARISON_KEYS", "compare_runs", "group_runs"]
 
 log = logging.getLogger(__name__)
 
-COMPARISON_KEYS = ("run_a", "run_b", "split", "n", "auc_a", "auc_b", "z", "p_value", "notes")
-"""Keys of a ``comparisons.json`` record (``n`` and ``notes`` are additions to the issue's list)."""
+COMPARISON_KEYS = ("run_a", "run_b", "split", "n", "auc_a", "auc_b", "z", "p_value", "p_holm", "p_bh", "notes")
+"""Keys of a ``comparisons.json`` record (``n``, the adjusted p-values and ``notes`` are additions to the issue's list).
+
+``p_holm`` and ``p_bh`` adjust ``p_value`` (Holm; Benjamini–Hochberg) within the family of all the tests of one split."""
 
 
 def group_runs(runs: Sequence[RunPredictions]) -> list[list[RunPredictions]]:
@@ -35,7 +38,7 @@ def compare_runs(runs: Sequence[RunPredictions]) -> list[dict[str, Any]]:
 
     Pairs of the same task must hold the same patients and labels in each shared split; runs of
     different tasks are not compared. Multi-class runs are checked for the same patients but not
-    tested (DeLong's test is for binary ROC curves).
+    tested (DeLong's test is for binary ROC curves). The p-values are adjusted per split (Holm, BH).
 
     Raises:
         ReportInputError: two runs of the same task hold different patients or labels in a split.
@@ -57,4 +60,14 @@ def compare_runs(runs: Sequence[RunPredictions]) -> list[dict[str, Any]]:
                 record.update(auc_a=test.auc_a, auc_b=test.auc_b, z=test.z, p_value=test.p_value)
                 record["notes"] = [test.note] if test.note else []
                 records.append(record)
-    return records
+    _adjust(records)
+    return [{key: r[key] for key in COMPARISON_KEYS} for r in records]
+
+
+def _adjust(records: list[dict[str, Any]]) -> None:
+    """Add ``p_holm`` and ``p_bh`` to each record, the family being the tests of its split."""
+    for split in SPLITS:
+        family = [r for r in records if r["split"] == split]
+        raw = [r["p_value"] for r in family]
+        for record, p_holm, p_bh in zip(family, holm(raw), benjamini_hochberg(raw), strict=True):
+            record.update(p_holm=p_holm, p_bh=p_bh)

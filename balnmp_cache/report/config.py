@@ -58,6 +58,16 @@ class ReportConfig(StageConfig):
         default_factory=lambda: list(DEFAULT_TABLE1_COLUMNS),
         description="extra categorical cohort columns summarised in Table 1 when present",
     )
+    bootstrap: int = Field(
+        1000, ge=10, le=100_000,
+        description="stratified bootstrap resamples over patients for the ROC and PR bands and the Brier, AP and "
+        "multi-class AUC intervals",
+    )
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap (the same resamples for every run of a split)")
+    calibration_bins: int = Field(10, ge=2, le=50, description="equal-width bins of the reliability diagram")
+    patients_table_runs: int = Field(
+        12, ge=0, le=200, description="runs shown as columns of the per-patient table (all are in patients.csv)"
+    )
     heatmaps: Path | None = Field(
         None,
         description="output of `balnmp-cache heatmap` (or a folder of them, one per run) to link from the report",

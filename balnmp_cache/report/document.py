@@ -129,11 +129,22 @@ def metrics_section(
     return section
 
 
+_MAX_COMPARISONS = 40
+
+
 def comparisons_section(records: Sequence[Record], *, flagged: Collection[str] = ()) -> Section:
-    """Paired DeLong tests between runs on the same patients."""
+    """Paired DeLong tests between runs on the same patients, with Holm and Benjamini-Hochberg adjusted p-values.
+
+    Beyond :data:`_MAX_COMPARISONS` tests the table shows the test split's, smallest p first (all are in the CSV).
+    """
     title = "Comparisons (paired DeLong test)"
     if not records:
         return Section(title, ["No two runs of the same task were given: nothing to compare."])
+    shown = list(records)
+    limited = len(shown) > _MAX_COMPARISONS
+    if limited:
+        shown = [r for r in shown if r["split"] == "test"] or shown
+        shown = sorted(shown, key=lambda r: (r["p_value"] is None, r["p_value"] or 0.0))[:_MAX_COMPARISONS]
     rows = [
         [
             _run(r["run_a"], flagged),
@@ -144,12 +155,18 @@ def comparisons_section(records: Sequence[Record], *, flagged: Collection[str] =
             fmt_value(r["auc_b"]),
             fmt_value(r["z"], 2),
             fmt_p(r["p_value"]),
+            fmt_p(r.get("p_holm")),
+            fmt_p(r.get("p_bh")),
         ]
-        for r in records
+        for r in shown
     ]
-    notes = [f"{r['run_a']} vs {r['run_b']}, {_split(r)}: {n}" for r in records for n in r["notes"]]
-    columns = ["Run A", "Run B", "Split", "n", "AUC A", "AUC B", "z", "p"]
-    note = "Notes: " + " | ".join(notes) if notes else None
+    notes = [f"{r['run_a']} vs {r['run_b']}, {_split(r)}: {n}" for r in shown for n in r["notes"]]
+    columns = ["Run A", "Run B", "Split", "n", "AUC A", "AUC B", "z", "p", "p (Holm)", "p (BH)"]
+    head = (f"{len(records)} tests; adjusted within each split's family (Holm: family-wise error; Benjamini-Hochberg:"
+            " false discovery rate).")
+    if limited:
+        head += f" Shown: the {len(shown)} smallest p-values of I-T (test); every test is in comparisons.csv."
+    note = head + (" Notes: " + " | ".join(notes) if notes else "")
     return Section(title, [TableBlock("Paired DeLong test of the AUCs (threshold-free)", columns, rows, note=note)])
 
 
@@ -187,14 +204,24 @@ def subgroups_section(
     return section
 
 
+def _confusion_rows(record: Record, flagged: Collection[str]) -> list[list[str]]:
+    rows = []
+    for name, counts in zip(record["classes"], record["confusion"], strict=True):
+        total = sum(counts)
+        cells = [f"{c} ({100 * c / total:.0f}%)" if total else str(c) for c in counts]
+        rows.append([_run(record["run"], flagged), _split(record), name, *cells, str(total)])
+    return rows
+
+
 def multiclass_section(records: Sequence[Record], *, alpha: float, flagged: Collection[str] = ()) -> Section:
-    """Macro AUC and accuracy, then per-class AUC, precision and recall of the multi-class runs."""
+    """Macro and micro AUC with intervals, accuracy, per-class metrics and the confusion matrices (counts, row %)."""
     overall = [
         [
             _run(r["run"], flagged),
             _split(r),
             str(r["n"]),
-            fmt_value(r["macro_auc"]),
+            fmt_estimate(r["macro_auc"], r.get("macro_auc_ci")),
+            fmt_estimate(r.get("micro_auc"), r.get("micro_auc_ci")),
             fmt_estimate(r["acc"], r["acc_ci"]),
         ]
         for r in records
@@ -212,25 +239,35 @@ def multiclass_section(records: Sequence[Record], *, alpha: float, flagged: Coll
         for r in records
         for c in r["per_class"]
     ]
-    return Section(
-        "Multi-class tasks",
-        [
-            f"Predicted class = argmax of the probabilities (no threshold); {_ci_label(alpha)} by Clopper-Pearson.",
-            TableBlock(
-                "Macro one-vs-rest AUC and accuracy",
-                ["Run", "Split", "n", "Macro AUC (OvR)", "ACC"],
-                overall,
-                note=_notes(records),
-            ),
-            TableBlock(
-                "Per class (one-vs-rest)", ["Run", "Split", "Class", "Support", "AUC", "Precision", "Recall"], per_class
-            ),
-        ],
-    )
+    blocks: list[str | TableBlock] = [
+        f"Predicted class = argmax of the probabilities (no threshold); {_ci_label(alpha)} by Clopper-Pearson for "
+        "accuracy, precision and recall, stratified bootstrap percentile intervals for the macro and micro AUC.",
+        TableBlock(
+            "Macro and micro one-vs-rest AUC and accuracy",
+            ["Run", "Split", "n", "Macro AUC (OvR)", "Micro AUC", "ACC"],
+            overall,
+            note=_notes(records),
+        ),
+        TableBlock(
+            "Per class (one-vs-rest)", ["Run", "Split", "Class", "Support", "AUC", "Precision", "Recall"], per_class
+        ),
+    ]
+    for record in records:
+        columns = ["Run", "Split", "True class", *(f"predicted {c}" for c in record["classes"]), "n"]
+        blocks.append(TableBlock(f"Confusion matrix, {record['run']}, {_split(record)} (counts, row %)", columns,
+                                 _confusion_rows(record, flagged)))
+    return Section("Multi-class tasks", list(blocks))
 
 
-def table1_section(rows: Sequence[Record], *, warnings: Sequence[str]) -> Section:
-    """Table 1: the training (T + V) and test (I-T) cohorts."""
+_TABLE1_NOTE = (
+    "Mean ± SD (ddof 1) with the Mann-Whitney U test; counts (% of the patients with a known value) with "
+    "Pearson's chi-square test (no continuity correction)."
+)
+
+
+def _table1_block(
+    rows: Sequence[Record], *, warnings: Sequence[str], groups: Sequence[tuple[str, str]], title: str
+) -> TableBlock:
     # The characteristic is named on the first row of its group only, as in a printed Table 1.
     names = [
         "" if i and rows[i - 1]["characteristic"] == r["characteristic"] else r["characteristic"]
@@ -241,19 +278,30 @@ def table1_section(rows: Sequence[Record], *, warnings: Sequence[str]) -> Sectio
             name,
             r["level"],
             r["all"],
-            r["training"],
-            r["test"],
+            *(r[key] for key, _ in groups),
             fmt_p(r["p_value"]) if r["test_name"] else "",
             r["test_name"] or "",
         ]
         for name, r in zip(names, rows, strict=True)
     ]
     remarks = [*warnings, *(f"{r['characteristic']}: {r['note']}" for r in rows if r.get("note"))]
-    note = (
-        "Mean ± SD (ddof 1) with the Mann-Whitney U test; counts (% of the patients with a known value) with "
-        "Pearson's chi-square test (no continuity correction)."
-    )
-    if remarks:
-        note += " " + " | ".join(remarks)
-    columns = ["Characteristic", "Level", "All", "Training cohort (T + V)", "Test cohort (I-T)", "p", "Test"]
-    return Section("Table 1: cohort characteristics", [TableBlock("Table 1", columns, cells, note=note)])
+    note = _TABLE1_NOTE + (" " + " | ".join(remarks) if remarks else "")
+    columns = ["Characteristic", "Level", "All", *(heading for _, heading in groups), "p", "Test"]
+    return TableBlock(title, columns, cells, note=note)
+
+
+def table1_section(
+    rows: Sequence[Record],
+    *,
+    warnings: Sequence[str],
+    by_aln: Sequence[Record] = (),
+    aln_warnings: Sequence[str] = (),
+) -> Section:
+    """Table 1: the training (T + V) and test (I-T) cohorts, then the patients by ALN status (N0 vs N(+))."""
+    cohorts = (("training", "Training cohort (T + V)"), ("test", "Test cohort (I-T)"))
+    blocks: list[str | TableBlock] = [_table1_block(rows, warnings=warnings, groups=cohorts, title="Table 1")]
+    if by_aln or aln_warnings:
+        strata = (("N0", "N0"), ("N(+)", "N(+) (N+(1-2) and N+(>2))"))
+        blocks.append(_table1_block(by_aln, warnings=aln_warnings, groups=strata,
+                                    title="Table 1 by ALN status (all patients)"))
+    return Section("Table 1: cohort characteristics", list(blocks))

@@ -1,4 +1,4 @@
-"""Figures: ROC curves (several runs overlaid) and confusion matrices.
+"""Figures: confusion matrices, and how every figure is saved (ROC, PR and the rest are in ``gallery``).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly, which renders with the Agg canvas
 without touching pyplot's global state or the process-wide backend.
@@ -9,50 +9,23 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from balnmp_cache.fsio import atomic_path, atomic_write_bytes
-from balnmp_cache.report.compare import group_runs
-from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions
+from balnmp_cache.report.predictions import SPLIT_LABELS, RunPredictions
 from balnmp_cache.report.render import FigureBlock
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = [
-    "RocCurve",
-    "confusion_figure",
-    "confusion_figures",
-    "roc_figure",
-    "roc_figures",
-    "safe_stem",
-    "save_figure",
-]
+__all__ = ["confusion_figure", "confusion_figures", "safe_stem", "save_figure"]
 
 Record = Mapping[str, Any]
 
 _DPI = 110
-
-
-@dataclass(frozen=True)
-class RocCurve:
-    """One curve of a ROC figure.
-
-    Attributes:
-        label: legend text (the run's name).
-        labels: ``(n,)`` 0/1 labels.
-        scores: ``(n,)`` class-1 probabilities.
-        auc: the AUC shown in the legend (``None``: undefined, the curve is not drawn).
-    """
-
-    label: str
-    labels: np.ndarray
-    scores: np.ndarray
-    auc: float | None
 
 
 def safe_stem(text: str) -> str:
@@ -60,32 +33,10 @@ def safe_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "figure"
 
 
-def roc_figure(curves: Sequence[RocCurve], *, title: str) -> Figure:
-    """ROC curves of several runs on one split, the AUC of each in the legend."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
-
-    fig = Figure(figsize=(5.2, 5.0), dpi=_DPI)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="chance")
-    for curve in curves:
-        if curve.auc is None:
-            ax.plot([], [], label=f"{curve.label} (AUC undefined: one class)")
-            continue
-        fpr, tpr, _ = roc_curve(curve.labels, curve.scores)
-        ax.plot(fpr, tpr, linewidth=1.8, label=f"{curve.label} (AUC {curve.auc:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="Sensitivity", title=title)
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def confusion_figure(
     panels: Sequence[tuple[str, np.ndarray]], *, classes: Sequence[str], title: str, ncols: int
 ) -> Figure:
-    """A grid of confusion matrices (rows: true class, columns: predicted class).
+    """A grid of confusion matrices (rows: true class, columns: predicted class; counts and row percentages).
 
     Args:
         panels: ``(subtitle, counts (C, C))`` per panel, filled row by row.
@@ -106,8 +57,10 @@ def confusion_figure(
         counts = np.asarray(counts)
         ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
         peak = counts.max() if counts.size else 0
+        totals = counts.sum(axis=1)
         for (i, j), value in np.ndenumerate(counts):
-            ax.text(j, i, str(int(value)), ha="center", va="center", color="white" if value > peak / 2 else "black")
+            text = f"{int(value)}\n{100 * value / totals[i]:.0f}%" if totals[i] else str(int(value))  # row %
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if value > peak / 2 else "black")
         ticks = range(len(classes))
         ax.set_xticks(ticks, labels=classes, fontsize=7, rotation=30)
         ax.set_yticks(ticks, labels=classes, fontsize=7)
@@ -141,28 +94,6 @@ def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str])
 
 def _label(run: RunPredictions) -> str:
     return run.name + (" [random encoder]" if run.info.random_weights else "")
-
-
-def roc_figures(
-    runs: Sequence[RunPredictions], metrics: Sequence[Record], *, out: Path, formats: Sequence[str]
-) -> list[FigureBlock]:
-    """``roc_<task>_<split>``: per group of comparable binary runs and per split, the runs overlaid."""
-    auc_of = {(r["run"], r["split"]): r["auc"] for r in metrics}
-    blocks = []
-    for group in group_runs([r for r in runs if r.is_binary]):
-        info = group[0].info
-        key = f"task{info.task}" if info.task is not None else f"{group[0].n_classes}class"
-        for split in SPLITS:
-            members = [r for r in group if split in r.splits]
-            if not members:
-                continue
-            curves = [
-                RocCurve(_label(r), r.labels(split), r.scores(split), auc_of.get((r.name, split))) for r in members
-            ]
-            title = f"ROC, {info.task_name or key}, {SPLIT_LABELS[split]}"
-            paths, png = save_figure(roc_figure(curves, title=title), out, f"roc_{safe_stem(key)}_{split}", formats)
-            blocks.append(FigureBlock(title, paths, png))
-    return blocks
 
 
 def _binary_panel(record: Record) -> tuple[str, np.ndarray]:

@@ -12,10 +12,50 @@ from typing import Any
 
 import numpy as np
 
+from balnmp_cache.report.bootstrap import percentile_ci, stratified_resamples
 from balnmp_cache.report.intervals import proportion
 from balnmp_cache.report.predictions import RunPredictions
 
-__all__ = ["evaluate_multiclass", "multiclass_metrics"]
+__all__ = ["auc_intervals", "evaluate_multiclass", "mann_whitney_auc", "multiclass_metrics"]
+
+
+def mann_whitney_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """AUC of ``scores`` for the boolean ``positive`` (ties count 1/2); ``None`` with one class."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _macro(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    aucs = [a for c in range(probabilities.shape[1]) if (a := mann_whitney_auc(labels == c, probabilities[:, c]))
+            is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def _micro(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    one_hot = labels[:, None] == np.arange(probabilities.shape[1])[None, :]
+    return mann_whitney_auc(one_hot.ravel(), probabilities.ravel())
+
+
+def auc_intervals(
+    labels: np.ndarray, probabilities: np.ndarray, *, n_boot: int, seed: int, alpha: float = 0.05
+) -> dict[str, Any]:
+    """``macro_auc_ci``, ``micro_auc`` and ``micro_auc_ci``: percentile intervals over the stratified bootstrap.
+
+    The micro AUC pools every (patient, class) pair: the AUC of all ``p_c`` against ``label == c``.
+    """
+    labels = np.asarray(labels).astype(int)
+    resamples = stratified_resamples(labels, n_boot=n_boot, seed=seed)
+    return {
+        "macro_auc_ci": percentile_ci(lambda i: _macro(labels[i], probabilities[i]), resamples, alpha=alpha),
+        "micro_auc": _micro(labels, probabilities),
+        "micro_auc_ci": percentile_ci(lambda i: _micro(labels[i], probabilities[i]), resamples, alpha=alpha),
+    }
 
 
 def multiclass_metrics(
@@ -80,13 +120,18 @@ def multiclass_metrics(
     }
 
 
-def evaluate_multiclass(runs: Sequence[RunPredictions], *, alpha: float = 0.05) -> list[dict[str, Any]]:
-    """One record per multi-class run and split: ``run``, ``split``, ``classes`` and :func:`multiclass_metrics`."""
+def evaluate_multiclass(
+    runs: Sequence[RunPredictions], *, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """One record per multi-class run and split: ``run``, ``split``, ``classes``, :func:`multiclass_metrics`
+    and :func:`auc_intervals` (bootstrap with ``n_boot`` resamples and ``seed``)."""
     records = []
     for run in runs:
         if run.is_binary:
             continue
         for split in run.splits:
-            metrics = multiclass_metrics(run.labels(split), run.probabilities(split), classes=run.classes, alpha=alpha)
-            records.append({"run": run.name, "split": split, "classes": list(run.classes), **metrics})
+            labels, probabilities = run.labels(split), run.probabilities(split)
+            metrics = multiclass_metrics(labels, probabilities, classes=run.classes, alpha=alpha)
+            intervals = auc_intervals(labels, probabilities, n_boot=n_boot, seed=seed, alpha=alpha)
+            records.append({"run": run.name, "split": split, "classes": list(run.classes), **metrics, **intervals})
     return records

@@ -60,6 +60,7 @@ class TableBlock:
     columns: list[str]
     rows: Sequence[Sequence[Cell]]
     note: str | None = None
+    sortable: bool = False
 
 
 @dataclass
@@ -206,7 +207,7 @@ def to_markdown(document: Document, directory: Path) -> str:
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; }
+       max-width: 1400px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .85em; }
 caption { text-align: left; font-weight: 600; padding: .3em 0; }
@@ -215,8 +216,29 @@ th { background: #f2f4f7; } tr:nth-child(even) td { background: #fafbfc; }
 .warning { background: #fff4e5; border: 2px solid #e67700; color: #7a3e00; padding: .6em .9em; margin: .6em 0;
            border-radius: 4px; font-weight: 600; }
 .note { color: #555; font-size: .85em; margin-top: -.8em; }
-figure { display: inline-block; margin: .5em 1em 1em 0; } figure img { max-width: 560px; border: 1px solid #eee; }
+figure { display: inline-block; margin: .5em 1em 1em 0; max-width: 100%; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #444; }
+table.sortable th { cursor: pointer; } table.sortable th:after { content: " \\2195"; color: #999; }
+nav.toc { font-size: .9em; } nav.toc a { margin-right: .8em; }
+"""
+
+# Clicking a heading of a sortable table orders its rows by that column (numbers numerically), again to reverse.
+_SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows), up = th.dataset.order !== "asc";
+      var key = function (r) { var t = r.cells[col].textContent, n = parseFloat(t); return isNaN(n) ? t : n; };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        return up ? c : -c;
+      });
+      th.dataset.order = up ? "asc" : "desc";
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
 """
 
 
@@ -230,13 +252,16 @@ def to_html(document: Document) -> str:
         f"<h1>{esc(document.title)}</h1>",
     ]
     parts += [f'<div class="warning">&#9888; {esc(b)}</div>' for b in document.banners]
-    for section in document.sections:
-        parts.append(f"<h2>{esc(section.title)}</h2>")
+    links = " ".join(f'<a href="#s{i}">{esc(s.title)}</a>' for i, s in enumerate(document.sections))
+    parts.append(f'<nav class="toc">{links}</nav>')
+    for i, section in enumerate(document.sections):
+        parts.append(f'<h2 id="s{i}">{esc(section.title)}</h2>')
         for block in section.blocks:
             if isinstance(block, str):
                 parts.append(f"<p>{esc(block)}</p>")
             elif isinstance(block, TableBlock):
-                parts.append(f"<table><caption>{esc(block.title)}</caption><thead><tr>")
+                kind = ' class="sortable"' if block.sortable else ""
+                parts.append(f"<table{kind}><caption>{esc(block.title)}</caption><thead><tr>")
                 parts += [f"<th>{esc(c)}</th>" for c in block.columns]
                 parts.append("</tr></thead><tbody>")
                 parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows]
@@ -253,5 +278,5 @@ def to_html(document: Document) -> str:
                 data = base64.b64encode(block.png).decode("ascii")
                 image = f'<img alt="{esc(block.title)}" src="data:image/png;base64,{data}">'
                 parts.append(f"<figure>{image}<figcaption>{esc(block.title)}</figcaption></figure>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{_SORT_JS}</script></body></html>")
     return "\n".join(parts) + "\n"

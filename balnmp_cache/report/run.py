@@ -14,29 +14,39 @@ from balnmp_cache.errors import ConfigError
 from balnmp_cache.fsio import atomic_write_text
 from balnmp_cache.outdir import recover, staged_dir
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.report import document
+from balnmp_cache.report import gallery
+from balnmp_cache.report.assemble import Parts, build_document
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, evaluate_binary
+from balnmp_cache.report.calibration import CALIBRATION_KEYS
 from balnmp_cache.report.compare import COMPARISON_KEYS, compare_runs
 from balnmp_cache.report.config import ReportConfig
-from balnmp_cache.report.figures import confusion_figures, roc_figures
+from balnmp_cache.report.figures import confusion_figures
 from balnmp_cache.report.multiclass import evaluate_multiclass
 from balnmp_cache.report.predictions import RunPredictions, load_runs
-from balnmp_cache.report.render import Document, FigureBlock, Section, to_html, to_markdown, write_csv, write_json
+from balnmp_cache.report.provenance import patient_records, provenance_record
+from balnmp_cache.report.render import to_html, to_markdown, write_csv, write_json
+from balnmp_cache.report.replicates import crossval_records, find_replicates, seed_records
 from balnmp_cache.report.subgroups import SUBGROUP_KEYS, subgroup_records
-from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
+from balnmp_cache.report.table1 import ALN_GROUPS, TABLE1_KEYS, cohort_groups, table1, table1_by_aln
+from balnmp_cache.report.training import read_training
+from balnmp_cache.report.uncertainty import CURVE_KEYS, SplitCurves, evaluate_curves
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["REPORT_FILE", "ReportResult", "run_report"]
+__all__ = ["REPORT_FILE", "REPORT_METRIC_KEYS", "ReportResult", "run_report"]
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = re.compile(
-    r"^(?:(?:metrics|comparisons|multiclass|subgroups)\.(?:json|csv)|table1\.csv|(?:roc|confusion)_.+\.(?:png|svg)"
-    r"|report\.(?:md|html|log)|config\.toml)$"
+    r"^(?:(?:metrics|comparisons|multiclass|subgroups|seeds|crossval)\.(?:json|csv)"
+    r"|(?:table1|table1_by_aln|patients|calibration_bins)\.csv|(?:training|provenance)\.json"
+    r"|(?:roc|pr|calibration|training|confusion)_.+\.(?:png|svg)|report\.(?:md|html|log)|config\.toml)$"
 )
 """The names of the files a report writes (``report.log``: where older versions kept the log)."""
+
+REPORT_METRIC_KEYS = (*METRIC_KEYS[:-1], *CURVE_KEYS, *CALIBRATION_KEYS, "notes")
+"""Keys of a ``metrics.json`` record: :data:`METRIC_KEYS` with average precision and calibration before ``notes``."""
 
 
 @dataclass
@@ -52,6 +62,12 @@ class ReportResult:
         multiclass: ``multiclass.json`` records (runs with more than two classes).
         subgroups: ``subgroups.json`` records (empty without a cohort).
         table1: Table 1 rows (empty without a cohort).
+        table1_by_aln: Table 1 stratified by ALN status, N0 vs N(+) (empty without a cohort).
+        seeds: ``seeds.json`` records, per group of runs differing only by seed and metric.
+        crossval: ``crossval.json`` records, per cross-validation and repeat.
+        training: ``training.json`` records, per run with a ``curves.csv``.
+        patients: per-patient predictions of every run (``patients.csv``).
+        provenance: ``provenance.json``.
         files: output name -> path of every file written.
         warnings: sentences the user should see (random encoders, threshold fallbacks, missing patients).
         alpha: 1 - confidence level.
@@ -65,6 +81,12 @@ class ReportResult:
     multiclass: list[dict[str, Any]] = field(default_factory=list)
     subgroups: list[dict[str, Any]] = field(default_factory=list)
     table1: list[dict[str, Any]] = field(default_factory=list)
+    table1_by_aln: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[dict[str, Any]] = field(default_factory=list)
+    crossval: list[dict[str, Any]] = field(default_factory=list)
+    training: list[dict[str, Any]] = field(default_factory=list)
+    patients: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     alpha: float = 0.05
@@ -94,25 +116,54 @@ def _flag_random_encoders(result: ReportResult, runs: Sequence[RunPredictions]) 
             )
 
 
+def _merge_curves(metrics: list[dict[str, Any]], curves: dict[tuple[str, str], SplitCurves]) -> list[dict[str, Any]]:
+    """The binary records with their split's AP and calibration keys (:data:`REPORT_METRIC_KEYS` order)."""
+    merged = []
+    for record in metrics:
+        extra = curves[(record["run"], record["split"])]
+        full = {**record, **extra.record, "notes": [*record["notes"], *extra.notes]}
+        merged.append({key: full[key] for key in REPORT_METRIC_KEYS})
+    return merged
+
+
 def _evaluate(
-    result: ReportResult, runs: Sequence[RunPredictions], *, config: ReportConfig
-) -> dict[str, dict[str, Threshold]]:
-    """Fill the binary, multi-class and comparison records of ``result``; return each run's thresholds."""
-    result.metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
+    result: ReportResult, runs: Sequence[RunPredictions], *, config: ReportConfig, command: str | None
+) -> Parts:
+    """Fill every record of ``result`` that needs no cohort; return the parts the document is built from."""
+    metrics, thresholds = evaluate_binary(runs, rules=config.thresholds, alpha=config.alpha)
     for name, by_rule in thresholds.items():
         if "youden" in by_rule and by_rule["youden"].fell_back:
             result.warnings.append(f"run {name}: Youden {by_rule['youden'].note}")
-    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha)
+    boot = {"n_boot": config.bootstrap, "seed": config.bootstrap_seed}
+    curves = evaluate_curves(runs, alpha=config.alpha, n_bins=config.calibration_bins, **boot)
+    result.metrics = _merge_curves(metrics, curves)
+    result.multiclass = evaluate_multiclass(runs, alpha=config.alpha, **boot)
     result.comparisons = compare_runs(runs)
-    return thresholds
+    groups = find_replicates(runs)
+    result.seeds = seed_records(groups, result.metrics, rule=config.thresholds[0])
+    result.crossval = crossval_records(groups, result.metrics, alpha=config.alpha)
+    parts = Parts(thresholds, curves=curves, training=read_training(runs))
+    result.training = [t.record() for t in parts.training]
+    result.warnings += [f"run {t.run}: {note}" for t in parts.training for note in t.notes]
+    result.patients = patient_records(runs)
+    result.provenance = provenance_record(runs, command=command)
+    return parts
 
 
-def _figures(result: ReportResult, runs: Sequence[RunPredictions], *, formats: Sequence[str]) -> list[FigureBlock]:
-    """Write the ROC and confusion figures into ``result.out`` and record their files."""
-    figures = roc_figures(runs, result.metrics, out=result.out, formats=formats)
-    figures += confusion_figures(runs, result.metrics, result.multiclass, out=result.out, formats=formats)
-    result.files.update({path.name: path for block in figures for path in block.files})
-    return figures
+def _figures(result: ReportResult, runs: Sequence[RunPredictions], parts: Parts, *, config: ReportConfig) -> int:
+    """Write every figure into ``result.out``, record their files in ``result`` and ``parts``; return how many."""
+    out, formats = result.out, config.figure_formats
+    figures = gallery.band_figures(runs, result.metrics, parts.curves, out=out, formats=formats, alpha=config.alpha,
+                                   n_boot=config.bootstrap)
+    figures["calibration"] = gallery.calibration_figures(runs, parts.curves, out=out, formats=formats)
+    figures["training"] = gallery.training_figures(runs, parts.training, out=out, formats=formats)
+    figures["ovr"] = gallery.ovr_figures(runs, out=out, formats=formats, n_boot=config.bootstrap,
+                                         seed=config.bootstrap_seed, alpha=config.alpha)
+    figures["confusion"] = confusion_figures(runs, result.metrics, result.multiclass, out=out, formats=formats)
+    parts.figures = figures
+    blocks = [block for group in figures.values() for block in group]
+    result.files.update({path.name: path for block in blocks for path in block.files})
+    return len(blocks)
 
 
 def _cohort_records(
@@ -122,8 +173,8 @@ def _cohort_records(
     thresholds: dict[str, dict[str, Threshold]],
     *,
     config: ReportConfig,
-) -> tuple[list[str], list[str]]:
-    """Fill the subgroups and Table 1 of ``result``; return their warnings (also added to ``result``)."""
+) -> tuple[list[str], list[str], list[str]]:
+    """Fill the subgroups and both Tables 1 of ``result``; return their warnings (also added to ``result``)."""
     result.subgroups, subgroup_warnings = subgroup_records(
         runs,
         cohort,
@@ -136,15 +187,32 @@ def _cohort_records(
     result.table1, table1_warnings = table1(
         cohort, groups=groups, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
     )
-    result.warnings += subgroup_warnings + table1_warnings
-    return subgroup_warnings, table1_warnings
+    result.table1_by_aln, aln_warnings = table1_by_aln(
+        cohort, t_stage_cutoff_cm=config.t_stage_cutoff_cm, extra_columns=config.table1_columns
+    )
+    result.warnings += subgroup_warnings + table1_warnings + aln_warnings
+    return subgroup_warnings, table1_warnings, aln_warnings
+
+
+def _calibration_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, rows = set(), []
+    for record in metrics:
+        if (record["run"], record["split"]) in seen:
+            continue  # the bins do not depend on the threshold rule
+        seen.add((record["run"], record["split"]))
+        rows += [{"run": record["run"], "split": record["split"], "bin": k, **b}
+                 for k, b in enumerate(record["calibration_bins"])]
+    return rows
 
 
 def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
     out, files = result.out, result.files
     files["metrics.json"] = write_json(result.metrics, out / "metrics.json")
     files["comparisons.json"] = write_json(result.comparisons, out / "comparisons.json")
-    files["metrics.csv"] = write_csv(result.metrics, out / "metrics.csv", columns=METRIC_KEYS)
+    columns = [k for k in REPORT_METRIC_KEYS if k != "calibration_bins"]
+    flat = [{k: r[k] for k in columns} for r in result.metrics]
+    files["metrics.csv"] = write_csv(flat, out / "metrics.csv", columns=columns)
+    files["calibration_bins.csv"] = write_csv(_calibration_rows(result.metrics), out / "calibration_bins.csv")
     files["comparisons.csv"] = write_csv(result.comparisons, out / "comparisons.csv", columns=COMPARISON_KEYS)
     if result.multiclass:
         files["multiclass.json"] = write_json(result.multiclass, out / "multiclass.json")
@@ -153,50 +221,20 @@ def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
             overall = {k: v for k, v in record.items() if k not in ("per_class", "classes", "confusion")}
             per_class += [{**overall, **row, "confusion": record["confusion"]} for row in record["per_class"]]
         files["multiclass.csv"] = write_csv(per_class, out / "multiclass.csv")
+    for name in ("seeds", "crossval"):
+        records = getattr(result, name)
+        if records:
+            files[f"{name}.json"] = write_json(records, out / f"{name}.json")
+            files[f"{name}.csv"] = write_csv(records, out / f"{name}.csv")
+    files["training.json"] = write_json(result.training, out / "training.json")
+    files["patients.csv"] = write_csv(result.patients, out / "patients.csv")
+    files["provenance.json"] = write_json(result.provenance, out / "provenance.json")
     if with_cohort:
         files["subgroups.json"] = write_json(result.subgroups, out / "subgroups.json")
         files["subgroups.csv"] = write_csv(result.subgroups, out / "subgroups.csv", columns=SUBGROUP_KEYS)
         files["table1.csv"] = write_csv(result.table1, out / "table1.csv", columns=TABLE1_KEYS)
-
-
-def _document(
-    result: ReportResult,
-    runs: Sequence[RunPredictions],
-    thresholds: dict[str, dict[str, Threshold]],
-    figures: Sequence[FigureBlock],
-    *,
-    config: ReportConfig,
-    cohort_warnings: tuple[list[str], list[str]] | None,
-) -> Document:
-    flagged = set(result.random_weight_runs)
-    rules, alpha = config.thresholds, config.alpha
-    doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
-    doc.sections.append(document.runs_section(runs))
-    if result.metrics:
-        metrics = document.metrics_section(result.metrics, thresholds, rules=rules, alpha=alpha, flagged=flagged)
-        doc.sections.append(metrics)
-        doc.sections.append(document.comparisons_section(result.comparisons, flagged=flagged))
-    if result.multiclass:
-        doc.sections.append(document.multiclass_section(result.multiclass, alpha=alpha, flagged=flagged))
-    if cohort_warnings is None:
-        skipped = "No cohort was given (--clinical / key 'clinical'): skipped."
-        doc.sections.append(Section("Subgroups and Table 1", [skipped]))
-    else:
-        subgroup_warnings, table1_warnings = cohort_warnings
-        if result.subgroups:
-            section = document.subgroups_section(
-                result.subgroups, rules=rules, alpha=alpha, warnings=subgroup_warnings, flagged=flagged
-            )
-            doc.sections.append(section)
-        doc.sections.append(document.table1_section(result.table1, warnings=table1_warnings))
-    doc.sections.append(Section("Figures", list(figures)))
-    if config.heatmaps is not None:
-        from balnmp_cache.heatmap import heatmap_section
-
-        doc.sections.append(heatmap_section(Path(config.heatmaps), report_dir=result.out))
-    tables = ", ".join(name for name in result.files if name.endswith(".csv"))
-    doc.sections.append(Section("Files", [f"Tables: {tables}. Records: metrics.json, comparisons.json."]))
-    return doc
+        aln_columns = ("characteristic", "level", "all", *ALN_GROUPS, "p_value", "test_name", "note")
+        files["table1_by_aln.csv"] = write_csv(result.table1_by_aln, out / "table1_by_aln.csv", columns=aln_columns)
 
 
 def _check_out(target: Path) -> None:
@@ -220,6 +258,7 @@ def run_report(
     *,
     progress: ProgressCallback | None = None,
     cohort: pd.DataFrame | None = None,
+    command: str | None = None,
 ) -> ReportResult:
     """Compute the report of the runs in ``config.paths`` and write it into ``config.out``.
 
@@ -232,6 +271,7 @@ def run_report(
             directories or ``predictions.csv`` files.
         progress: optional progress callback (task ``"report"``, six steps).
         cohort: an already loaded cohort table (``load_cohort(...).table``); overrides ``config.clinical``.
+        command: the command line recorded in the provenance (default: this process's arguments).
 
     Returns:
         The records, the paths written and the warnings.
@@ -257,7 +297,7 @@ def run_report(
         cohort = _load_cohort_table(Path(config.clinical))
     emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
     with staged_dir(Path(config.out), writer="report", check=_check_out) as staged:
-        result = _write_report(config, runs, cohort, staged.staging, progress=progress)
+        result = _write_report(config, runs, cohort, staged.staging, progress=progress, command=command)
         staged.commit()
     result.out = staged.target
     result.files = {name: staged.public(path) for name, path in result.files.items()}
@@ -275,23 +315,25 @@ def _write_report(
     out: Path,
     *,
     progress: ProgressCallback | None,
+    command: str | None,
 ) -> ReportResult:
     """Compute every record and write every file of the report into ``out`` (the staging folder)."""
     result = ReportResult(out=out, runs=[r.name for r in runs], alpha=config.alpha)
     _flag_random_encoders(result, runs)
-    thresholds = _evaluate(result, runs, config=config)
+    parts = _evaluate(result, runs, config=config, command=command)
     emit(progress, "advance", "report", steps=1)
 
-    cohort_warnings = None if cohort is None else _cohort_records(result, runs, cohort, thresholds, config=config)
+    if cohort is not None:
+        parts.cohort_warnings = _cohort_records(result, runs, cohort, parts.thresholds, config=config)
     emit(progress, "advance", "report", steps=1)
 
-    figures = _figures(result, runs, formats=config.figure_formats)
-    emit(progress, "advance", "report", steps=1, info={"figures": len(figures)})
+    n_figures = _figures(result, runs, parts, config=config)
+    emit(progress, "advance", "report", steps=1, info={"figures": n_figures})
 
     _write_tables(result, with_cohort=cohort is not None)
     emit(progress, "advance", "report", steps=1)
 
-    doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
+    doc = build_document(result, runs, parts, config=config)
     result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
     result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
     result.files["config.toml"] = save_resolved(config, out)

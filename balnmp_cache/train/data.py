@@ -79,13 +79,14 @@ class TaskData:
 
 
 def cache_provenance(cache: FeatureCache) -> dict[str, Any]:
-    """The cache facts a run records: encoder, weights, random_weights, cache_key, directory, ..."""
+    """The cache facts a run records: encoder, weights, random_weights, cache_key, encoder_identifier, directory, ..."""
     attrs = cache.attrs
     return {
         "encoder": str(attrs.get("encoder", attrs.get("source_format", "unknown"))),
         "weights": str(attrs.get("weights", "unknown")),
         "random_weights": bool(attrs.get("random_weights", False)),
         "cache_key": str(attrs.get("cache_key", "")),
+        "encoder_identifier": str(attrs.get("encoder_identifier", "")),
         "directory": str(cache.directory),
         "mode": str(attrs.get("mode", "")),
         "feature_dim": int(cache.feature_dim),

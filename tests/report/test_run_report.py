@@ -14,7 +14,8 @@ from balnmp_cache._cli_tables import report_table
 from balnmp_cache.config import load_config
 from balnmp_cache.errors import ConfigError, ReportInputError
 from balnmp_cache.report import ReportConfig, run_report
-from balnmp_cache.report.binary import METRIC_KEYS, REQUIRED_METRIC_KEYS
+from balnmp_cache.report.binary import REQUIRED_METRIC_KEYS
+from balnmp_cache.report.run import REPORT_METRIC_KEYS
 
 from .conftest import run_json, synthetic_cohort, synthetic_labels, write_predictions
 
@@ -33,7 +34,7 @@ class _Html(HTMLParser):
             self.stack.append(tag)
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag in ("link", "script") or (tag == "a" and attrs.get("href", "").startswith("http")):
+        if tag == "link" or (tag == "script" and "src" in attrs) or (tag == "a" and attrs.get("href", "").startswith("http")):
             self.external.append(tag)
         self.tables += tag == "table"
         self.warnings += attrs.get("class") == "warning"
@@ -83,7 +84,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics) == 3 * 3 * 2  # binary runs × splits × threshold rules
     for record in metrics:
-        assert tuple(record) == METRIC_KEYS and set(REQUIRED_METRIC_KEYS) <= set(record)
+        assert tuple(record) == REPORT_METRIC_KEYS and set(REQUIRED_METRIC_KEYS) <= set(record)
         assert record["threshold_rule"] in ("0.5", "youden")
         assert record["n"] == record["tp"] + record["fp"] + record["tn"] + record["fn"]
         for name in PROPORTIONS:
@@ -116,7 +117,7 @@ def test_run_report_writes_every_output(tmp_path, demo_like_runs):
     parser.feed((out / "report.html").read_text())
     assert parser.stack == ["html"] or parser.stack == []
     assert parser.external == [] and parser.warnings == 1 and parser.tables >= 6
-    assert len(parser.images) == 3 + 4  # ROC per split + a confusion figure per run
+    assert len(parser.images) == 3 + 3 + 1 + 1 + 4  # ROC and PR per split, calibration, one-vs-rest ROC, confusions
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
