@@ -1,4 +1,8 @@
-"""The calibration figure: per run, a reliability diagram (bins with their counts) over the score histograms per class."""
+"""The calibration figure: per run, a reliability diagram over the score histograms per class.
+
+The reliability diagram plots each non-empty bin's mean predicted probability against its fraction of
+positives, the bin's patient count above the point; the dotted diagonal is perfect calibration.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +54,8 @@ def _panel(sub: SubFigure, panel: CalibrationPanel) -> None:
     bins = [b for b in panel.record["calibration_bins"] if b["n"]]
     x = [b["mean_predicted"] for b in bins]
     y = [b["fraction_positive"] for b in bins]
-    top.plot([0, 1], [0, 1], linestyle=":", color="0.55", linewidth=1, label="perfect calibration")
-    top.plot(x, y, marker="o", color=PALETTE[0], linewidth=1.6, label="observed (bin means)")
+    top.plot([0, 1], [0, 1], linestyle=":", color="0.55", linewidth=1)  # perfect calibration
+    top.plot(x, y, marker="o", color=PALETTE[0], linewidth=1.6)
     for b in bins:
         top.annotate(str(b["n"]), (b["mean_predicted"], b["fraction_positive"]), textcoords="offset points",
                      xytext=(0, 6), ha="center", fontsize=FONT - 2)
@@ -59,7 +63,6 @@ def _panel(sub: SubFigure, panel: CalibrationPanel) -> None:
     top.set_title(panel.title, fontsize=FONT)
     top.text(0.02, 0.97, _text(panel.record), transform=top.transAxes, va="top", fontsize=FONT - 1)
     top.grid(alpha=0.3)
-    top.legend(loc="lower right", fontsize=FONT - 2)
     edges = [b["low"] for b in panel.record["calibration_bins"]] + [1.0]
     for c, colour in ((0, PALETTE[1]), (1, PALETTE[2])):
         name = panel.classes[c] if len(panel.classes) > c else str(c)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from balnmp_cache.report.delong import paired_delong_test
@@ -33,21 +33,30 @@ def group_runs(runs: Sequence[RunPredictions]) -> list[list[RunPredictions]]:
     return groups
 
 
-def compare_runs(runs: Sequence[RunPredictions]) -> list[dict[str, Any]]:
+def compare_runs(runs: Sequence[RunPredictions], *, designs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Paired DeLong test for every pair of comparable binary runs and every split they share.
 
     Pairs of the same task must hold the same patients and labels in each shared split; runs of
     different tasks are not compared. Multi-class runs are checked for the same patients but not
     tested (DeLong's test is for binary ROC curves). The p-values are adjusted per split (Holm, BH).
 
+    ``designs`` (run -> how its patients were split, e.g. k-fold's fold and split seed) exempts runs
+    split differently by design: two runs whose designs are both known and differ are not compared.
+
     Raises:
         ReportInputError: two runs of the same task hold different patients or labels in a split.
     """
+    designs = designs or {}
     records = []
     for i, a in enumerate(runs):
         for b in runs[i + 1 :]:
             if not comparable(a, b):
                 log.info("runs %s and %s are different tasks: not compared", a.name, b.name)
+                continue
+            design_a, design_b = designs.get(a.name), designs.get(b.name)
+            if design_a is not None and design_b is not None and design_a != design_b:
+                log.info("runs %s and %s split the patients differently (%s, %s): not compared", a.name, b.name,
+                         design_a, design_b)
                 continue
             for split in SPLITS:
                 if split not in a.splits or split not in b.splits:

@@ -70,7 +70,7 @@ def band_figures(
 ) -> dict[str, list[FigureBlock]]:
     """``{"roc": [...], "pr": [...]}``: per group of comparable binary runs and split, the runs with their bands."""
     level = round(100 * (1 - alpha))
-    note = f"shaded: pointwise {level}% band, stratified bootstrap over patients ({n_boot} resamples)"
+    note = f"shaded: pointwise {level}% bootstrap band ({n_boot} stratified resamples)"
     blocks: dict[str, list[FigureBlock]] = {"roc": [], "pr": []}
     for group in group_runs([r for r in runs if r.is_binary]):
         key, name = _group_key(group)

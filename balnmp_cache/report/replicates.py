@@ -23,7 +23,7 @@ import numpy as np
 from balnmp_cache.report.binary import binary_metrics
 from balnmp_cache.report.predictions import RunPredictions
 
-__all__ = ["Replicates", "crossval_records", "find_replicates", "read_train_config", "seed_records"]
+__all__ = ["Replicates", "crossval_records", "find_replicates", "read_train_config", "seed_records", "split_designs"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,29 @@ def read_train_config(run: RunPredictions) -> dict[str, Any] | None:
         return None
 
 
+def split_designs(runs: Sequence[RunPredictions]) -> dict[str, tuple[Any, ...]]:
+    """Per run with a ``config.toml``: how its patients were split (``split``, and for k-fold ``folds``, ``fold``,
+    ``split_seed``); runs whose designs differ hold different patients by design and are not compared."""
+    designs = {}
+    for run in runs:
+        config = read_train_config(run)
+        if config is None:
+            continue
+        split = config.get("split")
+        extra = tuple(config.get(k) for k in ("folds", "fold", "split_seed")) if split == "kfold" else ()
+        designs[run.name] = (split, *extra)
+    return designs
+
+
 def _key(config: Mapping[str, Any], drop: Sequence[str]) -> str:
     return repr(sorted((k, repr(v)) for k, v in config.items() if k not in (*_NOT_MODEL, *drop)))
 
 
-def _label(names: Sequence[str]) -> str:
+def _label(names: Sequence[str], kind: str) -> str:
+    """The runs' common name: without seed and digest (seeds), also without fold and split seed (k-fold)."""
     stems = {re.sub(r"-seed\d+(-[0-9a-f]{8})?$", "", n) for n in names}
-    stems = {re.sub(r"-?fold\d+", "", s) for s in stems}
+    if kind == "kfold":
+        stems = {re.sub(r"-fold\d+-splitseed\d+$", "", s) for s in stems}
     return stems.pop() if len(stems) == 1 else f"{names[0]} and {len(names) - 1} more"
 
 
@@ -80,7 +96,7 @@ def find_replicates(runs: Sequence[RunPredictions]) -> list[Replicates]:
             varying = "seed" if kind == "seeds" else "fold"
             if len({configs[r.name].get(varying) for r in members}) < 2:
                 continue
-            groups.append(Replicates(_label([r.name for r in members]), kind, members,
+            groups.append(Replicates(_label([r.name for r in members], kind), kind, members,
                                      [configs[r.name] for r in members]))
     return groups
 
@@ -147,9 +163,10 @@ def crossval_records(
             folds = sorted(group.configs[i].get("fold", 0) for i in indices)
             k = group.configs[indices[0]].get("folds")
             pooled = _pooled(members, alpha)
-            notes = list(pooled.pop("notes"))
+            notes = []
             if k is not None and len(folds) < k:
                 notes.append(f"{len(folds)} of {k} folds finished: the pooled predictions miss patients")
+            notes += pooled.pop("notes")
             records.append({
                 "group": group.label, "split_seed": split_seed, "seed": seed, "folds": folds, "k": k,
                 "fold_auc": _spread([test_auc.get(r.name) for r in members]),

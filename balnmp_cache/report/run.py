@@ -25,7 +25,7 @@ from balnmp_cache.report.multiclass import evaluate_multiclass
 from balnmp_cache.report.predictions import RunPredictions, load_runs
 from balnmp_cache.report.provenance import patient_records, provenance_record
 from balnmp_cache.report.render import to_html, to_markdown, write_csv, write_json
-from balnmp_cache.report.replicates import crossval_records, find_replicates, seed_records
+from balnmp_cache.report.replicates import crossval_records, find_replicates, seed_records, split_designs
 from balnmp_cache.report.subgroups import SUBGROUP_KEYS, subgroup_records
 from balnmp_cache.report.table1 import ALN_GROUPS, TABLE1_KEYS, cohort_groups, table1, table1_by_aln
 from balnmp_cache.report.training import read_training
@@ -138,7 +138,7 @@ def _evaluate(
     curves = evaluate_curves(runs, alpha=config.alpha, n_bins=config.calibration_bins, **boot)
     result.metrics = _merge_curves(metrics, curves)
     result.multiclass = evaluate_multiclass(runs, alpha=config.alpha, **boot)
-    result.comparisons = compare_runs(runs)
+    result.comparisons = compare_runs(runs, designs=split_designs(runs))
     groups = find_replicates(runs)
     result.seeds = seed_records(groups, result.metrics, rule=config.thresholds[0])
     result.crossval = crossval_records(groups, result.metrics, alpha=config.alpha)

@@ -76,11 +76,14 @@ def calibration_section(
     ]
     note = (f"Brier = mean (p - y)²; AP = average precision. Intervals: {100 * (1 - alpha):g}% percentile, stratified "
             f"bootstrap over patients ({n_boot} resamples). Slope: logistic recalibration logit P(y) = a + b·logit(p) "
-            "(ideal 1; below 1: over-confident); intercept: calibration-in-the-large, a with b = 1 (ideal 0; above "
+            "(ideal 1; below 1: over-confident, spread too wide; above 1: under-confident, squeezed together); intercept: calibration-in-the-large, a with b = 1 (ideal 0; above "
             "0: probabilities too low).")
     columns = ["Run", "Split", "n", "Brier", "Calibration slope", "Calibration intercept", "AP"]
+    intro = ("Reliability diagrams: each bin's mean predicted probability against its fraction of positives, the "
+             "bin's patient count above the point, the dotted diagonal is perfect calibration; below: the scores of "
+             "each true class.")
     return Section("Calibration", [TableBlock("Calibration and precision-recall", columns, rows, note=note),
-                                   *figures])
+                                   intro, *figures])
 
 
 def training_section(items: Sequence[TrainingCurves], figures: Sequence[FigureBlock]) -> Section:

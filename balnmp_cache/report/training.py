@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["EARLY_EPOCHS", "SMALL_VAL_CLASS", "SMALL_VAL_PATIENTS", "TrainingCurves", "read_training", "training_figure"]
+__all__ = [
+    "EARLY_EPOCHS", "SMALL_VAL_CLASS", "SMALL_VAL_PATIENTS", "TrainingCurves", "read_training", "training_figure",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,8 @@ def _panel(ax: Any, item: TrainingCurves) -> None:
     for column, colour, style, text in (("train_loss", PALETTE[0], "-", "train loss"),
                                         ("val_loss", PALETTE[1], "--", "val loss")):
         if column in curves and curves[column].notna().any():
-            ax.plot(curves["epoch"], curves[column], color=colour, linestyle=style, linewidth=1.5, label=text)
+            ax.plot(curves["epoch"], curves[column], color=colour, linestyle=style, linewidth=1.5, label=text,
+                    marker="o" if len(curves) < 3 else None)
     ax.set_xlabel("Epoch", fontsize=FONT)
     ax.set_ylabel("Loss", fontsize=FONT)
     ax.tick_params(labelsize=FONT - 1)
@@ -123,14 +126,15 @@ def _panel(ax: Any, item: TrainingCurves) -> None:
         ax.axvline(item.best_epoch, color="black", linestyle=":", linewidth=1.2, label=f"selected ({item.best_epoch})")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
-    ax.legend(handles, labels, fontsize=FONT - 2, loc="upper right")
+    ax.legend(handles, labels, fontsize=FONT - 2, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
+              frameon=False)
     flag = " ⚠" if item.notes else ""
     ax.set_title(f"{item.run}{flag}\nval n = {item.n_val}", fontsize=FONT - 1)
 
 
 def training_figure(items: Sequence[TrainingCurves], *, title: str) -> Figure:
     """Small multiples: loss (train, val) and validation AUC per epoch, the selected epoch marked."""
-    fig, axes = panel_grid(len(items), width=4.6, height=3.6)
+    fig, axes = panel_grid(len(items), width=4.6, height=4.4)
     for ax, item in zip(axes, items, strict=True):
         _panel(ax, item)
     fig.suptitle(title, fontsize=FONT + 1)

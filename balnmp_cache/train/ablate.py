@@ -16,6 +16,9 @@ A grid file (``stages/ablations/*.toml``)::
     bags_per_slide = ["auto", 4]       # "auto" = floor(n / N)
     seed = [0, 1, 2]
 
+Repeated k-fold cross-validation is ``split = "kfold"`` in ``[base]`` with ``fold = ["all"]`` (every fold of
+``folds``) and ``split_seed`` (one repeat per value: the folds are drawn again) in ``[grid]``.
+
 ``variant`` sets ``clinical`` and ``head``: ``image`` (clinical = false), ``image_clinical``
 (clinical = true), ``clinical_only`` (head = clinical_only, clinical = true). A head that does not
 read features (``uses_features = False``, e.g. the clinical-only one) does not depend on the encoder
@@ -148,12 +151,13 @@ def _cache_label(path: Path) -> str:
 
 
 def _run_name(cfg: TrainConfig, variant: str) -> str:
-    """Readable and stable: task, cache, head, variant, N, M, seed, then a digest of the whole configuration."""
+    """Readable and stable: task, cache, head, variant, N, M, (k-fold: fold, split seed,) seed, then a digest."""
     plain = to_plain(cfg.model_dump(exclude=set(_NOT_AXES)))
     digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:8]
     cache = _cache_label(cfg.cache) if _reads_features(cfg.head) else "any"
     m = "auto" if cfg.bags_per_slide is None else str(cfg.bags_per_slide)
-    return f"task{cfg.task}-{cache}-{cfg.head}-{variant}-N{cfg.bag_size}-M{m}-seed{cfg.seed}-{digest}"
+    folds = f"-fold{cfg.fold}-splitseed{cfg.split_seed}" if cfg.split == "kfold" else ""
+    return f"task{cfg.task}-{cache}-{cfg.head}-{variant}-N{cfg.bag_size}-M{m}{folds}-seed{cfg.seed}-{digest}"
 
 
 def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]:
@@ -163,6 +167,7 @@ def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]
         ConfigError: a combination is not a valid TrainConfig (the message names it).
     """
     out = Path(out or grid.out)
+    grid = _all_folds(grid)
     axes = list(grid.grid)
     first_cache = (grid.grid.get("cache") or [grid.base.get("cache", TrainConfig.model_fields["cache"].default)])[0]
     runs: dict[str, GridRun] = {}
@@ -192,6 +197,20 @@ def expand_grid(grid: AblationGrid, *, out: Path | None = None) -> list[GridRun]
         if name not in runs:
             runs[name] = GridRun(name, _variant_of(cfg), cfg.model_copy(update={"out": out / "runs" / name}))
     return list(runs.values())
+
+
+def _all_folds(grid: AblationGrid) -> AblationGrid:
+    """``grid.fold = ["all"]`` (k-fold cross-validation) as the list ``0 … folds - 1``.
+
+    Raises:
+        ConfigError: ``fold = ["all"]`` with ``folds`` varying in the grid (give the folds as numbers then).
+    """
+    if grid.grid.get("fold") != ["all"]:
+        return grid
+    if len(grid.grid.get("folds", [None])) > 1:
+        raise ConfigError("grid.fold = ['all'] needs one value of folds; with several, list the folds as numbers")
+    k = (grid.grid.get("folds") or [grid.base.get("folds", TrainConfig.model_fields["folds"].default)])[0]
+    return grid.model_copy(update={"grid": {**grid.grid, "fold": list(range(int(k)))}})
 
 
 def _row(run: GridRun) -> dict[str, Any] | None:
