@@ -61,3 +61,22 @@ def test_a_single_class_split_has_no_macro_auc():
     json.dumps(result, allow_nan=False)
     assert result["macro_auc"] is None
     assert any("macro AUC undefined" in n for n in result["notes"])
+
+
+def test_micro_and_macro_auc_intervals_match_sklearn_and_contain_the_estimate():
+    from sklearn.metrics import roc_auc_score
+
+    from balnmp_cache.report.multiclass import auc_intervals
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 90)
+    logits = rng.normal(size=(90, 3)) + 1.5 * np.eye(3)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    intervals = auc_intervals(labels, probabilities, n_boot=200, seed=1)
+    one_hot = np.eye(3)[labels]
+    assert intervals["micro_auc"] == pytest.approx(roc_auc_score(one_hot, probabilities, average="micro"), abs=1e-12)
+    macro = roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
+    low, high = intervals["macro_auc_ci"]
+    assert low < macro < high and high - low > 0.02
+    low, high = intervals["micro_auc_ci"]
+    assert low < intervals["micro_auc"] < high

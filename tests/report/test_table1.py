@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chi2_contingency, mannwhitneyu
 
-from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
+from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1, table1_by_aln
 
 from .conftest import synthetic_cohort
 
@@ -76,3 +76,19 @@ def test_a_single_cohort_gives_no_tests_but_no_crash():
     assert _row(rows, "Age", "mean ± SD")["p_value"] is None
     assert _row(rows, "ER", "")["p_value"] is None and "no test" in _row(rows, "ER", "")["note"]
     assert any("lacks a training or a test group" in w for w in warnings)
+
+
+def test_table1_by_aln_status_compares_n0_with_node_positive_patients():
+    cohort = _cohort()
+    cohort.loc[cohort.index[:3], "aln_status"] = None
+    rows, warnings = table1_by_aln(cohort)
+    assert warnings == ["Table 1 by ALN status: 3 patient(s) without an ALN status are left out"]
+    known = cohort[cohort["aln_status"].notna()]
+    n0, positive = known[known["aln_status"] == "N0"], known[known["aln_status"] != "N0"]
+    assert _row(rows, "Patients", "n")["N0"] == str(len(n0)) and _row(rows, "Patients", "n")["N(+)"] == str(len(positive))
+    age = _row(rows, "Age", "mean ± SD")
+    assert age["p_value"] == pytest.approx(mannwhitneyu(n0["age"], positive["age"], alternative="two-sided").pvalue)
+    er = pd.crosstab(known["er"], known["aln_status"] == "N0").to_numpy()
+    assert _row(rows, "ER", "")["p_value"] == pytest.approx(chi2_contingency(er, correction=False).pvalue)
+    assert not any(r["characteristic"] == "ALN status" for r in rows)  # the stratifier is not a row
+    assert table1_by_aln(cohort.drop(columns="aln_status"))[0] == []

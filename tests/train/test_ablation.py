@@ -99,6 +99,26 @@ def test_shipped_grids_expand():
     paper = expand_grid(load_config(AblationGrid, STAGES / "paper.toml"))
     assert len(paper) == 3 * (5 * 2 + 1) * 3  # tasks x (encoders x image variants + clinical-only) x seeds
     assert {r.config.task for r in paper} == {0, 3, 4}
+    cv = expand_grid(load_config(AblationGrid, STAGES / "demo-cv.toml"))
+    assert len(cv) == 2 * 3 * 2 * 3  # variants x folds x repeats x seeds
+    assert {(r.config.fold, r.config.split_seed) for r in cv} == {(f, s) for f in range(3) for s in range(2)}
+
+
+def test_repeated_kfold_is_every_fold_times_each_split_seed(tmp_path):
+    grid = load_config(AblationGrid, _grid(tmp_path / "g.toml", """
+[base]
+split = "kfold"
+folds = 4
+[grid]
+fold = ["all"]
+split_seed = [0, 7]
+"""))
+    runs = expand_grid(grid)
+    assert sorted((r.config.fold, r.config.split_seed) for r in runs) == [(f, s) for f in range(4) for s in (0, 7)]
+    assert all(f"-fold{r.config.fold}-splitseed{r.config.split_seed}-seed0-" in r.name for r in runs)
+    varying = load_config(AblationGrid, _grid(tmp_path / "h.toml", '[grid]\nfold = ["all"]\nfolds = [3, 5]\n'))
+    with pytest.raises(ConfigError, match="one value of folds"):
+        expand_grid(varying)
 
 
 class Interrupt(Exception):
