@@ -227,6 +227,7 @@ nav.toc { font-size: .9em; } nav.toc a { margin-right: .8em; }
 _SORT_JS = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("th").forEach(function (th, col) {
+    th.title = "Sort by this column";
     th.addEventListener("click", function () {
       var body = table.tBodies[0], rows = Array.from(body.rows), up = th.dataset.order !== "asc";
       var key = function (r) { var t = r.cells[col].textContent, n = parseFloat(t); return isNaN(n) ? t : n; };
