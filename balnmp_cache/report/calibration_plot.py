@@ -71,8 +71,8 @@ def _panel(sub: SubFigure, panel: CalibrationPanel) -> None:
     bottom.legend(loc="upper center", fontsize=FONT - 2, ncols=2)
     for ax in (top, bottom):
         ax.tick_params(labelsize=FONT - 1)
-        ax.xaxis.label.set_size(FONT)
-        ax.yaxis.label.set_size(FONT)
+        ax.xaxis.label.set_fontsize(FONT)
+        ax.yaxis.label.set_fontsize(FONT)
 
 
 def calibration_figure(panels: Sequence[CalibrationPanel], *, title: str, ncols: int = 3) -> Figure:

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 COMPARISON_KEYS = ("run_a", "run_b", "split", "n", "auc_a", "auc_b", "z", "p_value", "p_holm", "p_bh", "notes")
 """Keys of a ``comparisons.json`` record (``n``, the adjusted p-values and ``notes`` are additions to the issue's list).
 
-``p_holm`` and ``p_bh`` adjust ``p_value`` (Holm; Benjamini–Hochberg) within the family of all the tests of one split."""
+``p_holm`` and ``p_bh`` adjust ``p_value`` (Holm; Benjamini–Hochberg) within the family of all the tests of
+one split."""
 
 
 def group_runs(runs: Sequence[RunPredictions]) -> list[list[RunPredictions]]:

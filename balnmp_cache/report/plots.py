@@ -94,8 +94,8 @@ def draw_panel(ax: Axes, curves: Sequence[Curve], *, kind: str, offset: int) -> 
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=FONT)
-    ax.xaxis.label.set_size(FONT + 1)
-    ax.yaxis.label.set_size(FONT + 1)
+    ax.xaxis.label.set_fontsize(FONT + 1)
+    ax.yaxis.label.set_fontsize(FONT + 1)
     handles, labels = ax.get_legend_handles_labels()
     for name in sorted({p[0] for c in curves for p in c.points}):
         marker, text = _MARKERS.get(name, ("s", name))

@@ -232,7 +232,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var body = table.tBodies[0], rows = Array.from(body.rows), up = th.dataset.order !== "asc";
       var key = function (r) { var t = r.cells[col].textContent, n = parseFloat(t); return isNaN(n) ? t : n; };
       rows.sort(function (a, b) {
-        var x = key(a), y = key(b), c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        var x = key(a), y = key(b);
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
         return up ? c : -c;
       });
       th.dataset.order = up ? "asc" : "desc";

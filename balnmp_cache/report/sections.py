@@ -47,7 +47,8 @@ def summary_section(
                       and m["threshold_rule"] == rule), None)
             if r is None:
                 continue
-            cells = [fmt_estimate(r["auc"], r["auc_ci"]), fmt_value(r["threshold"]), fmt_estimate(r["acc"], r["acc_ci"]),
+            cells = [fmt_estimate(r["auc"], r["auc_ci"]), fmt_value(r["threshold"]),
+                     fmt_estimate(r["acc"], r["acc_ci"]),
                      fmt_estimate(r["sens"], r["sens_ci"]), fmt_estimate(r["spec"], r["spec_ci"]),
                      fmt_estimate(r.get("brier"), r.get("brier_ci"))]
         else:
@@ -76,8 +77,8 @@ def calibration_section(
     ]
     note = (f"Brier = mean (p - y)²; AP = average precision. Intervals: {100 * (1 - alpha):g}% percentile, stratified "
             f"bootstrap over patients ({n_boot} resamples). Slope: logistic recalibration logit P(y) = a + b·logit(p) "
-            "(ideal 1; below 1: over-confident, spread too wide; above 1: under-confident, squeezed together); intercept: calibration-in-the-large, a with b = 1 (ideal 0; above "
-            "0: probabilities too low).")
+            "(ideal 1; below 1: over-confident, spread too wide; above 1: under-confident, squeezed together); "
+            "intercept: calibration-in-the-large, a with b = 1 (ideal 0; above 0: probabilities too low).")
     columns = ["Run", "Split", "n", "Brier", "Calibration slope", "Calibration intercept", "AP"]
     intro = ("Reliability diagrams: each bin's mean predicted probability against its fraction of positives, the "
              "bin's patient count above the point, the dotted diagonal is perfect calibration; below: the scores of "
@@ -134,7 +135,8 @@ def crossval_section(records: Sequence[Record], *, alpha: float) -> Section | No
         mean_se = "–" if fold["mean"] is None else f"{fold['mean']:.3f} ± {fold['se'] or 0:.3f}"
         rows.append([r["group"], f"split_seed {r['split_seed']}, seed {r['seed']}",
                      f"{len(r['folds'])} of {r['k']}", mean_se, str(pooled["n"]),
-                     fmt_estimate(pooled["auc"], pooled["auc_ci"]), fmt_estimate(pooled["auc"], pooled["auc_delong_ci"]),
+                     fmt_estimate(pooled["auc"], pooled["auc_ci"]),
+                     fmt_estimate(pooled["auc"], pooled["auc_delong_ci"]),
                      fmt_estimate(pooled["acc"], pooled["acc_ci"]), fmt_estimate(pooled["sens"], pooled["sens_ci"]),
                      fmt_estimate(pooled["spec"], pooled["spec_ci"]), " ".join(r["notes"]) or "–"])
     columns = ["Cross-validation", "Repeat", "Folds", "Fold AUC mean ± s.e.", "Pooled n", "Pooled AUC (binomial CI)",

@@ -228,7 +228,8 @@ def table1_by_aln(
     group = status.map(lambda s: None if not isinstance(s, str) else "N0" if s == "N0" else "N(+)")
     warnings = []
     if group.isna().any():
-        warnings.append(f"Table 1 by ALN status: {int(group.isna().sum())} patient(s) without an ALN status are left out")
+        left_out = int(group.isna().sum())
+        warnings.append(f"Table 1 by ALN status: {left_out} patient(s) without an ALN status are left out")
     keep = group.notna()
     rows = _characteristics(data[keep], group[keep], groups=ALN_GROUPS, t_stage_cutoff_cm=t_stage_cutoff_cm,
                             extra_columns=extra_columns, with_aln=False)

@@ -34,7 +34,8 @@ class _Html(HTMLParser):
             self.stack.append(tag)
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag == "link" or (tag == "script" and "src" in attrs) or (tag == "a" and attrs.get("href", "").startswith("http")):
+        external = tag == "link" or (tag == "script" and "src" in attrs)
+        if external or (tag == "a" and attrs.get("href", "").startswith("http")):
             self.external.append(tag)
         self.tables += tag == "table"
         self.warnings += attrs.get("class") == "warning"

@@ -85,7 +85,8 @@ def test_table1_by_aln_status_compares_n0_with_node_positive_patients():
     assert warnings == ["Table 1 by ALN status: 3 patient(s) without an ALN status are left out"]
     known = cohort[cohort["aln_status"].notna()]
     n0, positive = known[known["aln_status"] == "N0"], known[known["aln_status"] != "N0"]
-    assert _row(rows, "Patients", "n")["N0"] == str(len(n0)) and _row(rows, "Patients", "n")["N(+)"] == str(len(positive))
+    patients = _row(rows, "Patients", "n")
+    assert patients["N0"] == str(len(n0)) and patients["N(+)"] == str(len(positive))
     age = _row(rows, "Age", "mean ± SD")
     assert age["p_value"] == pytest.approx(mannwhitneyu(n0["age"], positive["age"], alternative="two-sided").pvalue)
     er = pd.crosstab(known["er"], known["aln_status"] == "N0").to_numpy()
