@@ -32,6 +32,7 @@ __all__ = [
     "check_same_patients",
     "clinical_label",
     "comparable",
+    "expand_run_folders",
     "load_predictions",
     "load_runs",
 ]
@@ -320,9 +321,27 @@ def load_predictions(path: Path, *, name: str | None = None) -> RunPredictions:
     return RunPredictions(name=run_name, path=csv_path, table=frame, n_classes=n_classes, info=info)
 
 
+def expand_run_folders(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with each folder of run directories (an ablation's ``runs/``) replaced by its runs, in natural order.
+
+    A folder is expanded when it holds no ``predictions.csv`` itself but subfolders that do (hidden ones,
+    the staging folders of runs being written, are skipped).
+    """
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not runs.run_files(path).predictions.is_file():
+            found = [d for d in path.iterdir()  # hidden: a run's staging folder while it is written
+                     if d.is_dir() and not d.name.startswith(".") and runs.run_files(d).predictions.is_file()]
+            if found:
+                expanded += sorted(found, key=lambda d: natural_key(d.name))
+                continue
+        expanded.append(path)
+    return expanded
+
+
 def load_runs(paths: Sequence[Path]) -> list[RunPredictions]:
-    """Read every run; names are made unique (``parent/name`` first, then a numeric suffix)."""
-    runs = [load_predictions(p) for p in paths]
+    """Read every run (folders of run directories expanded); names are made unique (``parent/name``, then ``-2`` …)."""
+    runs = [load_predictions(p) for p in expand_run_folders(paths)]
     original = [r.name for r in runs]
     seen: set[str] = set()
     for run in runs:

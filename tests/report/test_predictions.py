@@ -163,3 +163,14 @@ def test_differing_patients_are_listed_in_natural_order(tmp_path):
     with pytest.raises(ReportInputError) as info:
         check_same_patients(load_predictions(a), load_predictions(b), "test")
     assert "only in the second: 900, 1000, 9000" in str(info.value)
+
+
+def test_a_folder_of_run_directories_stands_for_its_runs(make_binary_run, tmp_path):
+    from balnmp_cache.report.predictions import expand_run_folders
+
+    for name in ("run-10", "run-9", ".run-1.tmp-1-abc"):
+        make_binary_run(name)
+    (tmp_path / "runs" / "splits.csv").write_text("patient_id,fold\n")
+    assert [p.name for p in expand_run_folders([tmp_path / "runs"])] == ["run-9", "run-10"]
+    assert [r.name for r in load_runs([tmp_path / "runs"])] == ["run-9", "run-10"]
+    assert expand_run_folders([tmp_path / "runs" / "run-9"]) == [tmp_path / "runs" / "run-9"]
