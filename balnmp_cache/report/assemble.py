@@ -66,9 +66,12 @@ def build_document(
     rules, alpha, rule = config.thresholds, config.alpha, config.thresholds[0]
     figures = parts.figures
     level = f"{100 * (1 - alpha):g}%"
-    doc = Document("BALNMP report: " + ", ".join(result.runs), banners=list(result.warnings))
+    names = ", ".join(result.runs) if len(result.runs) <= 4 else f"{len(result.runs)} runs"
+    doc = Document(f"BALNMP report: {names}", banners=list(result.warnings))
     candidates: list[Section | None] = [
         sections.summary_section(runs, result.metrics, result.multiclass, rule=rule, alpha=alpha, flagged=flagged),
+        sections.seeds_section(result.seeds, rule=rule),
+        sections.crossval_section(result.crossval, alpha=alpha),
         _figures("ROC curves", figures.get("roc", []),
                  f"Shaded: pointwise {level} band (stratified bootstrap over patients, {config.bootstrap} resamples, "
                  f"seed {config.bootstrap_seed}). Circles: threshold 0.5; diamonds: the Youden cut-off chosen on V."),
@@ -77,8 +80,6 @@ def build_document(
         sections.calibration_section(result.metrics, figures.get("calibration", []), rule=rule, alpha=alpha,
                                      n_boot=config.bootstrap) if result.metrics else None,
         sections.training_section(parts.training, figures.get("training", [])),
-        sections.seeds_section(result.seeds, rule=rule),
-        sections.crossval_section(result.crossval, alpha=alpha),
         document.runs_section(runs),
     ]
     if result.metrics:

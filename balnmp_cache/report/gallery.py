@@ -17,7 +17,7 @@ from balnmp_cache.report.calibration_plot import CalibrationPanel, calibration_f
 from balnmp_cache.report.compare import group_runs
 from balnmp_cache.report.figures import safe_stem, save_figure
 from balnmp_cache.report.multiclass import mann_whitney_auc
-from balnmp_cache.report.plots import Curve, band_figure, draw_panel, panel_grid
+from balnmp_cache.report.plots import Curve, band_figure, draw_panel, panel_grid, short_names
 from balnmp_cache.report.predictions import SPLIT_LABELS, SPLITS, RunPredictions
 from balnmp_cache.report.render import FigureBlock
 from balnmp_cache.report.training import TrainingCurves, training_figure
@@ -28,8 +28,8 @@ __all__ = ["band_figures", "calibration_figures", "ovr_figures", "training_figur
 Record = Mapping[str, Any]
 
 
-def _label(run: RunPredictions) -> str:
-    return run.name + (" [random encoder]" if run.info.random_weights else "")
+def _label(run: RunPredictions, short: dict[str, str] | None = None) -> str:
+    return (short or {}).get(run.name, run.name) + (" [random encoder]" if run.info.random_weights else "")
 
 
 def _group_key(group: Sequence[RunPredictions]) -> tuple[str, str]:
@@ -44,7 +44,9 @@ def _ci(value: float | None, ci: Sequence[float] | None, name: str) -> str:
     return f"{name} {value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
-def _curve(run: RunPredictions, split: str, rows: Sequence[Record], curves: SplitCurves, kind: str) -> Curve:
+def _curve(
+    run: RunPredictions, split: str, rows: Sequence[Record], curves: SplitCurves, kind: str, short: dict[str, str]
+) -> Curve:
     first = rows[0] if rows else {}
     if kind == "roc":
         text = _ci(first.get("auc"), first.get("auc_ci"), "AUC")
@@ -55,7 +57,7 @@ def _curve(run: RunPredictions, split: str, rows: Sequence[Record], curves: Spli
         text = _ci(curves.record.get("ap"), curves.record.get("ap_ci"), "AP")
         points = [(r["threshold_rule"], r["sens"], r["ppv"]) for r in rows if r["sens"] is not None and r["ppv"]]
         band = curves.pr
-    return Curve(f"{_label(run)}: {text}", curves.labels, curves.scores, band, points)
+    return Curve(f"{_label(run, short)}: {text}", curves.labels, curves.scores, band, points)
 
 
 def band_figures(
@@ -74,13 +76,14 @@ def band_figures(
     blocks: dict[str, list[FigureBlock]] = {"roc": [], "pr": []}
     for group in group_runs([r for r in runs if r.is_binary]):
         key, name = _group_key(group)
+        short = short_names([r.name for r in group])
         for split in SPLITS:
             members = [r for r in group if split in r.splits]
             if not members:
                 continue
             rows = {r.name: [m for m in metrics if m["run"] == r.name and m["split"] == split] for r in members}
             for kind, word in (("roc", "ROC"), ("pr", "Precision-recall")):
-                drawn = [_curve(r, split, rows[r.name], curves[(r.name, split)], kind) for r in members]
+                drawn = [_curve(r, split, rows[r.name], curves[(r.name, split)], kind, short) for r in members]
                 title = f"{word}, {name}, {SPLIT_LABELS[split]}"
                 fig = band_figure(drawn, kind=kind, title=title, band_note=note)
                 paths, png = save_figure(fig, out, f"{kind}_{safe_stem(key)}_{split}", formats)
@@ -99,9 +102,10 @@ def calibration_figures(
     blocks = []
     for group in group_runs([r for r in runs if r.is_binary]):
         key, name = _group_key(group)
+        short = short_names([r.name for r in group])
         split = "test" if any("test" in r.splits for r in group) else group[0].splits[-1]
         panels = [
-            CalibrationPanel(_label(r), c.labels, c.scores, c.record, r.classes)
+            CalibrationPanel(_label(r, short), c.labels, c.scores, c.record, r.classes)
             for r in group if (c := curves.get((r.name, split))) is not None
         ]
         if not panels:
@@ -125,7 +129,8 @@ def training_figures(
             continue
         key, name = _group_key(group)
         title = f"Training curves, {name} (dotted line: the selected epoch)"
-        paths, png = save_figure(training_figure(items, title=title), out, f"training_{safe_stem(key)}", formats)
+        fig = training_figure(items, title=title, names=short_names([t.run for t in items]))
+        paths, png = save_figure(fig, out, f"training_{safe_stem(key)}", formats)
         blocks.append(FigureBlock(title, paths, png))
     return blocks
 

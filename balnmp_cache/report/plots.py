@@ -7,6 +7,7 @@ Legends sit below the axes so that they never hide a curve.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["PALETTE", "PER_PANEL", "Curve", "band_figure", "chunks", "draw_panel", "panel_grid"]
+__all__ = ["PALETTE", "PER_PANEL", "Curve", "band_figure", "chunks", "draw_panel", "panel_grid", "short_names"]
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 """Okabe–Ito colours (blue, vermillion, green, purple, orange, sky blue, black)."""
@@ -45,6 +46,28 @@ class Curve:
     scores: np.ndarray
     band: Band | None
     points: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{8}$")
+MAX_LABEL = 44
+
+
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """Legend names: each name without the ``-``-separated parts every name shares and without digests.
+
+    ``task0-cacheA-balnmp-image-N10-seed0-1c04c4c2`` beside ``…-seed1-…`` becomes ``cacheA-balnmp-image-seed0``
+    when the others share ``task0`` and ``N10``; names longer than :data:`MAX_LABEL` lose their middle to ``…``. The
+    full names are unchanged when shortening would make two equal.
+    """
+    parts = {n: n.split("-") for n in names}
+    common = set.intersection(*(set(p) for p in parts.values())) if len(names) > 1 else set()
+    short = {}
+    for name, tokens in parts.items():
+        kept = [t for t in tokens if t not in common and not _DIGEST.match(t)] or tokens
+        text = "-".join(kept)
+        # too long: keep the start and the end (where folds and seeds are named)
+        short[name] = text if len(text) <= MAX_LABEL else text[:14] + "…" + text[15 - MAX_LABEL :]
+    return short if len(set(short.values())) == len(short) else {n: n for n in names}
 
 
 def chunks(items: Sequence[Curve], size: int = PER_PANEL) -> list[Sequence[Curve]]:
@@ -108,7 +131,7 @@ def band_figure(curves: Sequence[Curve], *, kind: str, title: str, band_note: st
     """ROC (``kind="roc"``) or PR (``"pr"``) curves with their bands, :data:`PER_PANEL` per panel."""
     panels = chunks(curves)
     legend_rows = max(len(p) for p in panels) + 1
-    fig, axes = panel_grid(len(panels), width=4.8, height=4.6 + 0.2 * legend_rows)
+    fig, axes = panel_grid(len(panels), width=4.8, height=4.7 + 0.3 * legend_rows)
     for i, (ax, members) in enumerate(zip(axes, panels, strict=True)):
         draw_panel(ax, members, kind=kind, offset=0)
         if len(panels) > 1:

@@ -28,7 +28,7 @@ from balnmp_cache.report.render import to_html, to_markdown, write_csv, write_js
 from balnmp_cache.report.replicates import crossval_records, find_replicates, seed_records, split_designs
 from balnmp_cache.report.subgroups import SUBGROUP_KEYS, subgroup_records
 from balnmp_cache.report.table1 import ALN_GROUPS, TABLE1_KEYS, cohort_groups, table1, table1_by_aln
-from balnmp_cache.report.training import read_training
+from balnmp_cache.report.training import EARLY_EPOCHS, TrainingCurves, read_training
 from balnmp_cache.report.uncertainty import CURVE_KEYS, SplitCurves, evaluate_curves
 
 if TYPE_CHECKING:
@@ -144,10 +144,19 @@ def _evaluate(
     result.crossval = crossval_records(groups, result.metrics, alpha=config.alpha)
     parts = Parts(thresholds, curves=curves, training=read_training(runs))
     result.training = [t.record() for t in parts.training]
-    result.warnings += [f"run {t.run}: {note}" for t in parts.training for note in t.notes]
+    result.warnings += _training_warnings(parts.training)
     result.patients = patient_records(runs)
     result.provenance = provenance_record(runs, command=command)
     return parts
+
+
+def _training_warnings(training: Sequence[TrainingCurves], *, most: int = 3) -> list[str]:
+    """One warning per flagged run, or one for all of them when more than ``most`` are flagged."""
+    flagged = [t for t in training if t.notes]
+    if len(flagged) <= most:
+        return [f"run {t.run}: {note}" for t in flagged for note in t.notes]
+    return [f"{len(flagged)} of {len(training)} runs flagged their model selection (an epoch within the first "
+            f"{EARLY_EPOCHS}, or a small validation split): see Training behaviour"]
 
 
 def _figures(result: ReportResult, runs: Sequence[RunPredictions], parts: Parts, *, config: ReportConfig) -> int:

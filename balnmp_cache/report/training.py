@@ -9,7 +9,7 @@ than :data:`SMALL_VAL_CLASS` of a class): a selection on few patients is noisy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,7 @@ def read_training(runs: Sequence[RunPredictions]) -> list[TrainingCurves]:
     return found
 
 
-def _panel(ax: Any, item: TrainingCurves) -> None:
+def _panel(ax: Any, item: TrainingCurves, name: str) -> None:
     curves = item.curves
     for column, colour, style, text in (("train_loss", PALETTE[0], "-", "train loss"),
                                         ("val_loss", PALETTE[1], "--", "val loss")):
@@ -129,14 +129,19 @@ def _panel(ax: Any, item: TrainingCurves) -> None:
     ax.legend(handles, labels, fontsize=FONT - 2, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
               frameon=False)
     flag = " ⚠" if item.notes else ""
-    ax.set_title(f"{item.run}{flag}\nval n = {item.n_val}", fontsize=FONT - 1)
+    ax.set_title(f"{name}{flag}\nval n = {item.n_val}", fontsize=FONT - 1)
 
 
-def training_figure(items: Sequence[TrainingCurves], *, title: str) -> Figure:
-    """Small multiples: loss (train, val) and validation AUC per epoch, the selected epoch marked."""
+def training_figure(
+    items: Sequence[TrainingCurves], *, title: str, names: Mapping[str, str] | None = None
+) -> Figure:
+    """Small multiples: loss (train, val) and validation AUC per epoch, the selected epoch marked.
+
+    ``names``: the panel title of each run (default its name).
+    """
     fig, axes = panel_grid(len(items), width=4.6, height=4.4)
     for ax, item in zip(axes, items, strict=True):
-        _panel(ax, item)
+        _panel(ax, item, (names or {}).get(item.run, item.run))
     fig.suptitle(title, fontsize=FONT + 1)
     fig.set_dpi(DPI)
     fig.tight_layout()

@@ -131,3 +131,20 @@ class _FakeRun:
 
     def scores(self, split: str) -> np.ndarray:
         return self._scores
+
+
+def test_legend_names_drop_shared_parts_and_digests():
+    from balnmp_cache.report.plots import short_names
+
+    names = ["task0-cacheA-balnmp-image-N10-fold0-seed0-1c04c4c2", "task0-cacheA-balnmp-image-N10-fold1-seed0-0f805996",
+             "task0-any-clinical_only-N10-fold0-seed0-cd28a009"]
+    assert short_names(names) == {names[0]: "cacheA-balnmp-image-fold0", names[1]: "cacheA-balnmp-image-fold1",
+                                  names[2]: "any-clinical_only-fold0"}
+    assert short_names(["a-x-11111111", "a-x-22222222"]) == {"a-x-11111111": "a-x-11111111",
+                                                             "a-x-22222222": "a-x-22222222"}  # would collide
+    assert short_names(["image"]) == {"image": "image"}
+    long = [f"task0-efficientnet_lite0-avg-7e66a377d190-balnmp-image-N10-fold{f}-splitseed0-seed{s}-1c04c4c{f}"
+            for f in range(3) for s in range(2)] + ["task0-any-clinical_only-N10-fold0-splitseed0-seed0-00000000"]
+    short = short_names(long)
+    assert len(set(short.values())) == 7 and all(len(v) <= 44 for v in short.values())
+    assert short[long[5]].endswith("fold2-seed1") and short[long[5]].startswith("efficientnet_l…")  # its middle cut
