@@ -29,3 +29,7 @@ class CohortError(BalnmpError):
 
 class ReportInputError(BalnmpError):
     """A predictions file given to the report is invalid; the message names the file and rows."""
+
+
+class NucleiError(BalnmpError):
+    """A nucleus segmenter, its package or weights, or a nucleus table is invalid or unavailable."""
