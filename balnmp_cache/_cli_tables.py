@@ -64,6 +64,26 @@ def extract_summary(result: Any) -> Group:
     return Group(table, totals)
 
 
+def nuclei_summary(result: Any) -> Group:
+    """Slides that did not simply succeed, then the totals and where the tables and bags are."""
+    table = Table(title=f"nuclei → {result.tables_dir}", title_justify="left")
+    for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
+        table.add_column(col, overflow="fold")
+    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
+    for row in [r for r in rows if r.status != "ok"][:50] or rows[:10]:
+        style = _STATUS_STYLE.get(row.status, "")
+        table.add_row(Text(row.slide_id), Text(row.patient_id), Text(row.status, style=style), str(row.n_patches),
+                      f"{row.seconds:.1f}", Text(row.reason))  # fmt: skip
+    rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
+    shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard[1] > 1 else ""
+    totals = Text(
+        f"slides{shard}: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
+        f"{result.n_failed} failed, {result.n_busy} busy; {result.n_nuclei} nuclei in {result.n_patches} patches, "
+        f"{rate:.1f} patches/s segmenting; {result.seconds:.1f} s in all"
+    )
+    return Group(table, totals, *[Text(note) for note in result.notes])
+
+
 def train_summary(result: Any) -> Group:
     table = Table(title=f"train → {result.run_dir}", title_justify="left")
     for col in ("split", "patients", "AUC", "ACC@0.5"):

@@ -1,0 +1,61 @@
+"""The report's nucleus section: statistics table, figures and the attention ranking of a nucleus run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from balnmp_cache.errors import ReportInputError
+from balnmp_cache.nuclei.stats import FEATURES
+from balnmp_cache.report import run_report
+from balnmp_cache.report.config import ReportConfig
+
+from ..report.conftest import run_json, synthetic_labels, write_predictions
+
+
+def _inputs(tmp_path):
+    labels = synthetic_labels(0)
+    ids = labels["patient_id"].astype(str).tolist()
+    rng = np.random.default_rng(0)
+    status = np.where(labels["label"].to_numpy() == 1, np.where(rng.random(len(ids)) < 0.5, "N+(1-2)", "N+(>2)"), "N0")
+    summary = pd.DataFrame({"slide_id": ids, "patient_id": ids, "units": "um"})
+    for k, feature in enumerate(FEATURES):
+        summary[feature] = rng.normal(10, 1, len(ids)) + (status != "N0") * (k % 3)
+    nuclei = tmp_path / "nuclei"
+    nuclei.mkdir()
+    summary.to_csv(nuclei / "summaries.csv", index=False)
+    cohort = pd.DataFrame({"aln_status": status}, index=pd.Index(ids, name="patient_id"))
+    p1 = np.clip(labels["label"].to_numpy() * 0.6 + rng.random(len(ids)) * 0.4, 0, 1)
+    info = run_json(0)
+    info["cache"]["encoder"] = "nuclei"
+    run = write_predictions(tmp_path / "runs" / "nuc", labels, np.column_stack([1 - p1, p1]), run_json=info)
+    rows = [{"patient_id": pid, "split": split, "bag": 0, "patch_key": f, "x": 0, "y": 0,
+             "attention": (0.3 if f == "density" else 0.1) if s != "N0" else 1 / len(FEATURES)}
+            for pid, split, s in zip(ids, labels["split"], status, strict=True) for f in FEATURES]  # fmt: skip
+    pd.DataFrame(rows).to_csv(run / "attention.csv", index=False)
+    return run, nuclei, cohort
+
+
+def test_report_gets_the_nucleus_section_with_tables_and_figures(tmp_path):
+    run, nuclei, cohort = _inputs(tmp_path)
+    config = ReportConfig(paths=[run], out=tmp_path / "report", nuclei=nuclei, figure_formats=["png"])
+    result = run_report(config, cohort=cohort)
+    for name in ("nuclei_stats.csv", "nuclei_features.png", "nuclei_attention.png", "nuclei_attention.csv",
+                 "nuclei_attention_per_patient.csv"):  # fmt: skip
+        assert name in result.files and result.files[name].is_file(), name
+    stats = pd.read_csv(result.files["nuclei_stats.csv"])
+    assert stats["feature"].tolist() == list(FEATURES)
+    assert {"p", "p_holm", "p_bh", "rank_biserial", "p_kw"} <= set(stats.columns)
+    attention = pd.read_csv(result.files["nuclei_attention.csv"])
+    assert attention["feature"].iloc[0] == "density"  # the ranking follows the attention
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Nucleus morphometry" in markdown and "nuclei_features.png" in markdown
+    assert "Nucleus morphometry" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+
+
+def test_without_summaries_the_error_names_the_fix(tmp_path):
+    run, _, cohort = _inputs(tmp_path)
+    config = ReportConfig(paths=[run], out=tmp_path / "report", nuclei=tmp_path / "nowhere", figure_formats=["png"])
+    with pytest.raises(ReportInputError, match="balnmp-cache nuclei"):
+        run_report(config, cohort=cohort)
