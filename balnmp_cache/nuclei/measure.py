@@ -45,9 +45,10 @@ def unit_names(physical: bool) -> dict[str, str]:
 
 def tissue_mask(patches: np.ndarray) -> np.ndarray:
     """(B, H, W, 3) uint8 -> (B, H, W) bool: not background (saturation >= 0.08 and min channel < 235)."""
-    rgb = patches.astype(np.int16)
-    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
-    return ((high - low) >= 0.08 * np.maximum(high, 1)) & (low < 235)
+    r, g, b = patches[..., 0], patches[..., 1], patches[..., 2]
+    high = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    low = np.minimum(np.minimum(r, g), b)
+    return (high - low >= np.float32(0.08) * np.maximum(high, 1)) & (low < 235)
 
 
 @dataclass

@@ -131,3 +131,16 @@ def test_without_mpp_features_are_in_pixels(cohort_dir):
 def test_bad_shard_is_a_config_error(shard):
     with pytest.raises(ValueError, match="i/N"):
         NucleiConfig(shard=shard)
+
+
+def test_recovery_removes_dead_temporaries_and_restores_lost_rows(cohort_dir):
+    result = run_nuclei(_config(cohort_dir, bags=False))
+    tables = result.tables_dir
+    stale = tables / ".p0.nuclei.parquet.999999.0123abcd.tmp"
+    stale.write_bytes(b"half a table")
+    manifest = pd.read_csv(tables / "manifest.csv")
+    manifest[manifest["slide_id"] != "p2"].to_csv(tables / "manifest.csv", index=False)
+    again = run_nuclei(_config(cohort_dir, bags=False))
+    assert not stale.exists()
+    assert again.n_skipped == 6
+    assert "p2" in set(pd.read_csv(tables / "manifest.csv")["slide_id"])
