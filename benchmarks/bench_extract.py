@@ -100,7 +100,8 @@ def write_annotation(slide: Path, n_side: tuple[int, int]) -> Path:
     x0 = y0 = 2048
     x1, y1 = x0 + n_side[0] * TILE, y0 + n_side[1] * TILE
     ann = slide.with_suffix(".json")
-    ann.write_text(json.dumps({"positive": [{"name": "bench", "vertices": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}], "negative": []}))
+    rectangle = {"name": "bench", "vertices": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}
+    ann.write_text(json.dumps({"positive": [rectangle], "negative": []}))
     return ann
 
 
@@ -123,7 +124,11 @@ def run_ours(
         seconds = time.perf_counter() - t0
         coords = [read_slide(result.cache_dir / f"{s.stem}.h5").coords for s in slides]
         attrs = read_slide(result.cache_dir / f"{slides[0].stem}.h5").attrs
-        split = {"precision": attrs["precision"], "setup_s": round(result.setup_seconds, 2), "read_s": round(result.read_seconds, 2), "encode_s": round(result.compute_seconds, 2), "wall_s": round(seconds, 2)}
+        split = {
+            "precision": attrs["precision"], "setup_s": round(result.setup_seconds, 2),
+            "read_s": round(result.read_seconds, 2), "encode_s": round(result.compute_seconds, 2),
+            "wall_s": round(seconds, 2),
+        }
         return sum(len(c) for c in coords) / seconds, coords, split
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -143,9 +148,10 @@ class _ClamBag:
 
         self.path, self.coords, self.patch_px = str(path), coords, patch_px
         self.wsi = None
-        self.transform = transforms.Compose(
-            [transforms.Resize(224), transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
-        )
+        self.transform = transforms.Compose([
+            transforms.Resize(224), transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ])
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -160,7 +166,9 @@ class _ClamBag:
         return self.transform(img)
 
 
-def run_baseline(slides: list[Path], coords: list[np.ndarray], encoder: str, batch_size: int, workers: int, device: str) -> float:
+def run_baseline(
+    slides: list[Path], coords: list[np.ndarray], encoder: str, batch_size: int, workers: int, device: str
+) -> float:
     """Patches/s of the CLAM-style loop: slide after slide, a DataLoader each, encoder build included."""
     import torch
     from torch.utils.data import DataLoader
@@ -172,7 +180,8 @@ def run_baseline(slides: list[Path], coords: list[np.ndarray], encoder: str, bat
     n = 0
     with torch.inference_mode():
         for slide, xy in zip(slides, coords, strict=True):
-            loader = DataLoader(_ClamBag(slide, xy, TILE), batch_size=batch_size, num_workers=workers, pin_memory=device == "cuda")
+            loader = DataLoader(_ClamBag(slide, xy, TILE), batch_size=batch_size, num_workers=workers,
+                                pin_memory=device == "cuda")
             for batch in loader:
                 enc.model(batch.to(device, non_blocking=True)).cpu().numpy()
                 n += len(batch)
@@ -235,10 +244,12 @@ def read_only(slide: Path, coords: np.ndarray, workers: int) -> tuple[float, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small patch counts, about two minutes on 2 CPU cores")
-    parser.add_argument("--encoder", default=None, help="encoder for both sides (default: efficientnet_lite0 on the CPU, vgg16_bn on a GPU)")
+    parser.add_argument("--encoder", default=None,
+                        help="encoder for both sides (default: efficientnet_lite0 on the CPU, vgg16_bn on a GPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 on the CPU, 256 on a GPU")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="reader threads (ours) / DataLoader workers (baseline)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="reader threads (ours) / DataLoader workers (baseline)")
     args = parser.parse_args()
 
     import torch
@@ -251,7 +262,8 @@ def main() -> int:
     if args.batch_size is None:
         args.batch_size = 256 if device == "cuda" else 32
     machine = torch.cuda.get_device_name(0) if device == "cuda" else f"{os.cpu_count()} CPU cores"
-    print(f"bench_extract: encoder {args.encoder}, device {device} ({machine}), batch {args.batch_size}, workers {args.workers}")
+    print(f"bench_extract: encoder {args.encoder}, device {device} ({machine}), batch {args.batch_size}, "
+          f"workers {args.workers}")
     grid = (12, 16) if args.quick else (48, 48)
     lines = []
 

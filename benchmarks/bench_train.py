@@ -69,7 +69,7 @@ def build(root: Path, *, dim: int, n_patients: int, seed: int = 0) -> tuple[Path
     return study.cache_dir, study.cohort_csv, int(counts.sum()), study.feature_bytes
 
 
-def _config(cache: Path, cohort: Path, out: Path, **kw):  # noqa: ANN202
+def _config(cache: Path, cohort: Path, out: Path, **kw):
     from balnmp_cache.train import TrainConfig
 
     values = dict(cache=cache, cohort=cohort, out=out, device="cpu", epochs=60, patience=15)
@@ -77,7 +77,7 @@ def _config(cache: Path, cohort: Path, out: Path, **kw):  # noqa: ANN202
     return TrainConfig(**values)
 
 
-def _setup(cfg, cache, cohort):  # noqa: ANN001, ANN202
+def _setup(cfg, cache, cohort):
     """What ``run_train`` fits for ``cfg``: (data, fit inputs, settings, initialised head, feature source)."""
     import torch
 
@@ -89,7 +89,8 @@ def _setup(cfg, cache, cohort):  # noqa: ANN001, ANN202
     data = prepare_task_data(cfg, cache, cohort)
     clinical = data.clinical(())[1] if cfg.clinical else None
     fit_data = _fit_data(cfg, data, _eval_bags(cfg, data), clinical)
-    head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=0 if clinical is None else clinical.shape[1])
+    clinical_dim = 0 if clinical is None else clinical.shape[1]
+    head = build_head(cfg, in_dim=cache.feature_dim, n_classes=2, clinical_dim=clinical_dim)
     source = FeatureSource(cache.features, torch.device("cpu"), precision=cfg.precision)
     return data, fit_data, FitSettings.from_config(cfg), head, source
 
@@ -108,7 +109,7 @@ class EpochClock:
     def __init__(self) -> None:
         self.marks: list[float] = []
 
-    def __call__(self, event) -> None:  # noqa: ANN001
+    def __call__(self, event) -> None:
         if event.task == "epochs" and event.kind in ("start", "advance"):
             self.marks.append(time.perf_counter())
 
@@ -117,7 +118,7 @@ class EpochClock:
         return list(np.diff(self.marks))
 
 
-def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, head: str = "balnmp",  # noqa: ANN001
+def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, head: str = "balnmp",
                        precision: str = "auto") -> tuple[float, float, int]:
     """Our trainer's seconds per epoch (training + validation) -> (best, median, training bags per epoch).
 
@@ -137,7 +138,9 @@ def ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs: int, 
     return float(min(times)), float(np.median(times)), n_bags
 
 
-def reference_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, n_timed: int, head: str = "balnmp") -> tuple[float, int, int]:  # noqa: ANN001
+def reference_epoch_seconds(
+    cache, cohort, cache_dir, cohort_csv, work, n_timed: int, head: str = "balnmp"
+) -> tuple[float, int, int]:
     """The official loop: one bag per step, features read from the store per bag. -> (s/epoch, timed, bags)."""
     import h5py
     import torch
@@ -204,8 +207,8 @@ def speed(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: in
     fp32, fp32_median, _ = ours_epoch_seconds(cache, cohort, cache_dir, cohort_csv, work, epochs, precision="fp32")
     log(f"{dim}-d ours with precision = fp32: {fp32:.2f} s/epoch (median {fp32_median:.2f})")
     line_fp32 = bench_line(f"train_epoch_{dim}d_fp32", 1.0 / fp32, "epochs/s", 1.0 / ref, ref / fp32)
-    return {"dim": dim, "ours_s": ours, "fp32_s": fp32, "default_precision": default, "ref_s": ref, "bags": total, "timed": timed,
-            "lines": [line, line_fp32]}
+    return {"dim": dim, "ours_s": ours, "fp32_s": fp32, "default_precision": default, "ref_s": ref, "bags": total,
+            "timed": timed, "lines": [line, line_fp32]}
 
 
 def grid_epochs(cache_dir: Path, cohort_csv: Path, work: Path, *, epochs: int) -> dict:
@@ -252,8 +255,9 @@ def grid_time(cache_dir: Path, cohort_csv: Path, work: Path, *, seeds: int) -> d
     from balnmp_cache.train import AblationGrid, run_ablation
 
     path = work / "grid.toml"
-    path.write_text(GRID_TOML.format(out=work / "grid", cohort=cohort_csv, cache=cache_dir, heads=json.dumps(list(HEADS)),
-                                     seeds=json.dumps(list(range(seeds)))), encoding="utf-8")
+    grid = GRID_TOML.format(out=work / "grid", cohort=cohort_csv, cache=cache_dir, heads=json.dumps(list(HEADS)),
+                            seeds=json.dumps(list(range(seeds))))
+    path.write_text(grid, encoding="utf-8")
     tic = time.perf_counter()
     result = run_ablation(load_config(AblationGrid, path))
     seconds = time.perf_counter() - tic
@@ -277,7 +281,8 @@ def child_memory(cache_dir: str, cohort_csv: str, out: str, epochs: int) -> None
 
 def memory(dim: int, cache_dir: Path, cohort_csv: Path, work: Path, feature_bytes: int, *, epochs: int) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child-memory", str(cache_dir), str(cohort_csv), str(work / f"mem-{dim}"), str(epochs)],
+        [sys.executable, __file__, "--child-memory", str(cache_dir), str(cohort_csv), str(work / f"mem-{dim}"),
+         str(epochs)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
@@ -295,8 +300,8 @@ def record(lines: list[str], notes: list[str], quick: bool) -> None:
     if "## Training" not in text:
         text = text.rstrip("\n") + "\n\n## Training\n"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = [f"\n### bench_train.py{' --quick' if quick else ''} ({stamp}, {os.cpu_count()} CPU cores)\n", "```", *lines, "```",
-             *notes, ""]
+    title = f"\n### bench_train.py{' --quick' if quick else ''} ({stamp}, {os.cpu_count()} CPU cores)\n"
+    block = [title, "```", *lines, "```", *notes, ""]
     head, _, tail = text.partition("## Training")
     following = tail.find("\n## ")
     section, rest = (tail, "") if following < 0 else (tail[:following], tail[following:])
@@ -306,7 +311,8 @@ def record(lines: list[str], notes: list[str], quick: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about two minutes: fewer patients at 25,088-d, fewer epochs")
+    parser.add_argument("--quick", action="store_true",
+                        help="about two minutes: fewer patients at 25,088-d, fewer epochs")
     parser.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     parser.add_argument("--workdir", type=Path, help="where to build the caches (default: a temporary folder, removed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for ours and the reference")
@@ -332,17 +338,18 @@ def main() -> None:
         r = speed(512, cache512, cohort512, work, epochs=4 if q else 6, n_timed=300 if q else 2000)
         lines += r["lines"]
         notes.append(f"- 512-d: {n512} patches, {r['bags']} training bags per epoch; ours {r['ours_s']:.2f} s/epoch "
-                     f"(best epoch, incl. validation, precision {r['default_precision']}; fp32 {r['fp32_s']:.2f}), reference {r['ref_s']:.1f} s/epoch (best "
-                     f"of 10 chunks of {r['timed']} bags, scaled to the epoch).")
+                     f"(best epoch, incl. validation, precision {r['default_precision']}; fp32 {r['fp32_s']:.2f}), "
+                     f"reference {r['ref_s']:.1f} s/epoch (best of 10 chunks of {r['timed']} bags, scaled to the "
+                     "epoch).")
         g = grid_epochs(cache512, cohort512, work, epochs=2 if q else 4)
-        notes.append(f"- {g['n']} configurations (5 heads x image/image+clinical) x {g['epochs']} epochs, one after the "
-                     f"other: {g['seconds']:.1f} s.")
+        notes.append(f"- {g['n']} configurations (5 heads x image/image+clinical) x {g['epochs']} epochs, one after "
+                     f"the other: {g['seconds']:.1f} s.")
         if q:
             minutes = g["per_model_epoch"] * 100 * 60 / 60
             lines.append(bench_line("grid_100_512d_upper_bound", minutes, "min", 30.0, 30.0 / minutes))
             notes.append(f"- 100-configuration grid (5 heads x 2 variants x 10 seeds), --quick: extrapolated from the "
-                         f"10 configurations above to 100 configurations x 60 epochs without early stopping (an upper bound): "
-                         f"{minutes:.1f} min (target: under 30 min).")
+                         "10 configurations above to 100 configurations x 60 epochs without early stopping (an upper "
+                         f"bound): {minutes:.1f} min (target: under 30 min).")
         else:
             t = grid_time(cache512, cohort512, work, seeds=1)
             lines.append(t["line"])
@@ -352,15 +359,16 @@ def main() -> None:
                          f"{t['minutes']:.1f} min (target: under 30 min).")
         m = memory(512, cache512, cohort512, work, bytes512, epochs=1)
         lines.append(m["line"])
-        notes.append(f"- peak RSS of run_train at 512-d: {m['peak']:.0f} MiB for {m['features_mib']:.0f} MiB of features "
-                     f"(target <= {m['limit']:.0f} MiB).")
+        notes.append(f"- peak RSS of run_train at 512-d: {m['peak']:.0f} MiB for {m['features_mib']:.0f} MiB of "
+                     f"features (target <= {m['limit']:.0f} MiB).")
         if not args.skip_25088:
             n_big = 200 if q else N_PATIENTS
             cache_big, cohort_big, n_patches_big, bytes_big = build(work / "d25088", dim=25088, n_patients=n_big)
             r = speed(25088, cache_big, cohort_big, work, epochs=3, n_timed=60 if q else 400)
             lines += r["lines"]
             notes.append(f"- 25,088-d: {n_big} patients, {n_patches_big} patches, {bytes_big / 2**30:.2f} GiB float16; "
-                         f"ours {r['ours_s']:.1f} s/epoch (precision {r['default_precision']}; fp32 {r['fp32_s']:.1f}), reference {r['ref_s']:.1f} s/epoch "
+                         f"ours {r['ours_s']:.1f} s/epoch (precision {r['default_precision']}; "
+                         f"fp32 {r['fp32_s']:.1f}), reference {r['ref_s']:.1f} s/epoch "
                          f"(timed on {r['timed']} bags, scaled).")
             m = memory(25088, cache_big, cohort_big, work, bytes_big, epochs=1)
             lines.append(m["line"])

@@ -23,6 +23,10 @@ def _model_for(path: Path):
         from balnmp_cache.report.config import ReportConfig
 
         return ReportConfig
+    if path.stem.startswith("heatmap"):
+        from balnmp_cache.heatmap.config import HeatmapConfig
+
+        return HeatmapConfig
     from balnmp_cache.nuclei.config import NucleiConfig
 
     return {"extract": ExtractConfig, "train": TrainConfig, "nuclei": NucleiConfig}[path.stem.split("-")[0]]

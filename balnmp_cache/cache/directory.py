@@ -4,16 +4,21 @@
 checks completeness itself. Keeping those behind this object is what lets a completion index, a
 manifest journal or a background writer be added here later without touching the pipeline.
 ``load_cache`` and ``verify_cache`` open existing directories with :meth:`CacheDir.open`.
+
+Writes fail as a :class:`~balnmp_cache.errors.StorageError` with one line naming the path and the
+errno (full, read-only, no permission), and a cache folder that vanished during a run is reported
+as such instead of being made again, empty, by the next lock or write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from balnmp_cache.cache.locks import clean_stale_temporaries, slide_lock_path, try_lock
 from balnmp_cache.cache.manifest import ManifestRow, read_manifest, update_manifest
@@ -32,10 +37,11 @@ from balnmp_cache.cache.naming import (
     write_cache_json,
 )
 from balnmp_cache.cache.schema import SlideFeatures
-from balnmp_cache.cache.slide import is_complete, read_header, write_slide
-from balnmp_cache.errors import CacheError
+from balnmp_cache.cache.slide import is_complete, read_header, read_slide, write_slide
+from balnmp_cache.errors import CacheError, CorruptCacheError, StorageError
+from balnmp_cache.fsio import describe_os_error
 
-__all__ = ["CacheDir", "resolve_cache_dir"]
+__all__ = ["CacheDir", "CachedSlide", "resolve_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,27 @@ def resolve_cache_dir(path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class CachedSlide:
+    """What a cache holds for one slide, as extract's skip check sees it.
+
+    Attributes:
+        status: ``absent`` (no file), ``done`` (complete, this key, the same input, content intact:
+            skip it), ``redo`` (extract it again: unfinished, corrupt, or its source was edited) or
+            ``conflict`` (a complete file of *another* source holds this slide id: never replaced
+            without ``--force``).
+        reason: one line saying why, for ``redo`` and ``conflict``.
+    """
+
+    status: Literal["absent", "done", "redo", "conflict"]
+    reason: str = ""
+
+
+def same_source(stored: object, source: Path) -> bool:
+    """Whether a file's ``source_path`` attribute names ``source`` (absolute paths compared)."""
+    return bool(stored) and os.path.abspath(str(stored)) == os.path.abspath(source)
+
+
+@dataclass(frozen=True)
 class CacheDir:
     """A cache directory ``<root>/<encoder>-<mode>-<key>/`` and everything done to it.
 
@@ -105,11 +132,16 @@ class CacheDir:
 
         Raises:
             CacheError: a parameter that cannot be hashed, or an unknown ``format``.
+            StorageError: the folder or its ``cache.json`` cannot be written (full, read-only, no permission).
         """
         format_suffix(format)
         key = cache_key(params)
         directory = Path(root) / cache_dir_name(encoder, mode, key)
-        write_cache_json(directory, params)
+        try:
+            write_cache_json(directory, params)
+        except OSError as err:
+            where = directory if directory.exists() else Path(err.filename or directory)
+            raise StorageError(f"{describe_os_error(err, where)} (writing {CACHE_JSON})") from err
         return cls(directory, key, format, dtype)
 
     @classmethod
@@ -150,8 +182,27 @@ class CacheDir:
         return read_manifest(self.directory)
 
     def record(self, rows: Iterable[ManifestRow]) -> None:
-        """Merge ``rows`` into ``manifest.csv`` (one row per slide, the latest wins), safe across processes."""
-        update_manifest(self.directory, rows)
+        """Merge ``rows`` into ``manifest.csv`` (one row per slide, the latest wins), safe across processes.
+
+        Raises:
+            StorageError: the cache folder is gone, or its filesystem refuses the write.
+        """
+        self.require_directory()
+        try:
+            update_manifest(self.directory, rows)
+        except OSError as err:
+            raise StorageError(f"{describe_os_error(err, self.directory)} (updating {MANIFEST_CSV})") from err
+
+    def require_directory(self) -> None:
+        """Raise :class:`~balnmp_cache.errors.StorageError` when the cache folder no longer exists.
+
+        Locks and writes would otherwise make the folder again, without its ``cache.json``.
+        """
+        if not self.directory.is_dir():
+            raise StorageError(
+                f"cannot write {self.directory}: the cache folder no longer exists (ENOENT): it was removed, moved or "
+                "unmounted during the run; re-run extract when it is back"
+            )
 
     # -- one slide ------------------------------------------------------------------------------
     def check_slide_id(self, slide_id: str) -> str:
@@ -170,33 +221,56 @@ class CacheDir:
         """Claim ``slide_id`` without waiting: the held OS lock (call ``release()``), or ``None`` if taken.
 
         The kernel drops the lock when this process dies, ``kill -9`` included.
-        """
-        return try_lock(slide_lock_path(self.directory, slide_id))
 
-    def is_done(self, slide_id: str, fingerprint: Callable[[], str]) -> bool:
-        """Complete with this key *and* computed from the same input.
+        Raises:
+            StorageError: the cache folder is gone, or its filesystem refuses the lock file.
+        """
+        self.require_directory()
+        try:
+            return try_lock(slide_lock_path(self.directory, slide_id))
+        except OSError as err:
+            raise StorageError(f"{describe_os_error(err, self.directory)} (locking slide '{slide_id}')") from err
+
+    def cached_slide(self, slide_id: str, *, fingerprint: Callable[[], str], source: Path) -> CachedSlide:
+        """Whether ``slide_id`` from ``source`` is done, must be redone, or collides with another slide.
+
+        The rule: a complete file of this key with the same ``source_fingerprint`` is ``done`` when
+        every array matches its checksum (``redo`` when not: it is corrupt). With another
+        fingerprint, the same ``source_path`` means the source was edited (a new scan or a corrected
+        annotation under the same path): ``redo``. Another ``source_path`` means another slide
+        with the same id (e.g. ``1.jpg`` of a second collection): ``conflict``.
 
         Args:
             slide_id: the slide.
-            fingerprint: returns the input's fingerprint (``source_fingerprint`` attribute); called
-                only when a complete file exists, since computing it reads from the slide.
-
-        A complete file from another input is logged as a warning and reported as not done.
+            fingerprint: returns the input's fingerprint; called only when a complete file exists,
+                since computing it reads from the slide.
+            source: the slide file (or folder) this run would extract.
         """
         path = self.slide_path(slide_id)
+        if not path.exists():
+            return CachedSlide("absent")
         if not is_complete(path, cache_key=self.key):
-            return False
+            return CachedSlide("redo", f"{path.name} is not a complete slide file of this cache (unreadable, truncated "
+                                       "or unfinished)")
         try:
             attrs = read_header(path).attrs
         except CacheError:  # replaced or removed since the check above
-            return False
-        if attrs.get("source_fingerprint") == fingerprint():
-            return True
-        log.warning(
-            "%s: the cached features came from another input (%s); extracting again",
-            slide_id, attrs.get("source_path", "unknown"),
-        )
-        return False
+            return CachedSlide("redo", f"{path.name} could not be opened")
+        stored = attrs.get("source_path", "")
+        if attrs.get("source_fingerprint") != fingerprint():
+            if same_source(stored, source):
+                return CachedSlide("redo", f"its source {source} changed since it was extracted")
+            return CachedSlide("conflict", (
+                f"slide id '{slide_id}' is already in the cache from {stored or 'another source'}, a different slide "
+                f"than {source}; re-run with --force to replace it, or with --slide-id-prefix PREFIX to keep both"
+            ))
+        try:
+            read_slide(path)
+        except CorruptCacheError as err:
+            return CachedSlide("redo", f"{path.name} is corrupt ({err.reason})")
+        except CacheError as err:
+            return CachedSlide("redo", f"{path.name} could not be read ({err})")
+        return CachedSlide("done")
 
     def n_patches(self, slide_id: str) -> int:
         """Patches in ``slide_id``'s file; 0 when it is missing or unreadable."""
@@ -209,8 +283,10 @@ class CacheDir:
 
         Raises:
             CacheError: N == 0, NaN/inf features, mismatched shapes or an attribute that cannot be stored.
-            OSError: e.g. a full disk (the temporary is removed).
+            StorageError: a full, read-only or forbidden filesystem, or the folder gone (the temporary
+                is removed, finished files are untouched).
         """
+        self.require_directory()
         return write_slide(self.directory, sf, format=self._format(), dtype=self.dtype)  # type: ignore[arg-type]
 
     # -- after a crash --------------------------------------------------------------------------

@@ -5,6 +5,12 @@ Our layout is chosen for whole-array reads and reproducible bytes: every dataset
 ``docs/architecture.md``); ``track_times=False``, a fixed ``libver`` and attributes written in
 sorted order make two writes of the same data and attributes byte-identical.
 
+A file is built in memory (HDF5's core driver, no backing store) and written to disk as one image
+by :func:`~balnmp_cache.cache.files.write_tree`: HDF5 itself never writes to the disk, so a full
+or read-only filesystem is one clean :class:`~balnmp_cache.errors.StorageError` (HDF5 that hit
+ENOSPC while flushing could not close the file and crashed the interpreter at exit). The image is
+byte for byte the file HDF5 would have written there.
+
 h5py is imported when a file is opened, so importing this module stays cheap.
 """
 
@@ -17,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from balnmp_cache.cache.files import fsync_file
-from balnmp_cache.cache.schema import SlideHeader, dtype_name, plain
-from balnmp_cache.errors import CacheError
+from balnmp_cache.cache.files import write_tree
+from balnmp_cache.cache.schema import SlideHeader, dtype_name, first_line, plain
+from balnmp_cache.errors import FOREIGN_FIX, CacheError, CorruptCacheError
 
 __all__ = ["LIBVER", "Hdf5Store"]
 
@@ -92,26 +98,43 @@ class Hdf5Store:
 
     format = "hdf5"
 
-    def write(self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
-        """Write one slide to a new file ``path``, set ``complete`` last, flush and fsync.
+    def image(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], *, name: str = "slide.h5") -> bytes:
+        """The bytes of the HDF5 file of one slide, built in memory; ``complete`` is the last attribute.
 
         Args:
-            path: the (temporary) file to create; must not exist.
             arrays: ``features`` (N, D) float16/float32, ``coords`` (N, 2) int64, ``region_id`` (N,)
                 int32, ``patch_key`` (N,) object array of str.
             attrs: normalised attributes without ``complete``.
+            name: what HDF5 calls the in-memory file (no file of that name is touched).
         """
         import h5py
 
-        with _open(path, "w-") as f:
-            for name in ("features", "coords", "region_id"):
-                f.create_dataset(name, data=arrays[name], track_times=False)
+        f = h5py.File(name, "w", libver=LIBVER, locking=False, driver="core", backing_store=False)
+        try:
+            for dataset in ("features", "coords", "region_id"):
+                f.create_dataset(dataset, data=arrays[dataset], track_times=False)
             f.create_dataset("patch_key", data=arrays["patch_key"], dtype=h5py.string_dtype(), track_times=False)
             for key in sorted(attrs):
                 f.attrs[key] = _attr_value(attrs[key])
             f.flush()
             f.attrs["complete"] = np.bool_(True)
-        fsync_file(path)
+            f.flush()
+            return f.id.get_file_image()
+        finally:
+            f.close()
+
+    def write(self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Write one slide to a new file ``path`` from its in-memory :meth:`image`, fsynced.
+
+        Args:
+            path: the (temporary) file to create; must not exist.
+            arrays, attrs: as :meth:`image`.
+
+        Raises:
+            StorageError: the disk is full, read-only or gone (the message names the path).
+        """
+        image = self.image(arrays, attrs, name=str(path))
+        write_tree(path, {"": image}, what=f"slide '{attrs.get('slide_id', Path(path).stem)}'")
 
     def publish(self, tmp: Path, final: Path, *, old: Path) -> None:
         """Rename the finished file ``tmp`` over ``final`` (one atomic rename; ``old`` is unused)."""
@@ -130,7 +153,7 @@ class Hdf5Store:
                 if "schema_version" not in attrs and "complete" not in attrs:
                     return _foreign_header(f, path, arrays, attrs)
         except OSError as err:
-            raise CacheError(f"{path} cannot be opened as HDF5 ({err}); delete it and re-run extract") from err
+            raise CorruptCacheError(path, f"cannot be opened as HDF5 ({first_line(err)})") from err
         attrs.update(source_format="balnmp", coords_unit="level0_px")
         return SlideHeader(path, str(attrs.get("slide_id") or path.stem), "balnmp", "hdf5", attrs, arrays)
 
@@ -157,20 +180,27 @@ class Hdf5Store:
             region_id is -1 and patch_key is ``"<slide_id>_<x>_<y>"``.
 
         Raises:
-            CacheError: the file cannot be read.
+            CorruptCacheError: a dataset cannot be read (the message names it).
         """
+        name = "the file"
         try:
             with _open(header.path) as f:
-                f[header.features_name].read_direct(features)
+                name = header.features_name
+                f[name].read_direct(features)
+                name = "coords"
                 stored = f["coords"]
                 if stored.dtype == coords.dtype:
                     stored.read_direct(coords)
                 else:
                     coords[...] = stored[()]
                 if header.ours:
-                    return f["region_id"][()].astype(np.int32, copy=False), f["patch_key"].asstr()[()].astype(object)
-        except (OSError, ValueError, TypeError) as err:
-            raise CacheError(f"{header.path} could not be read ({err}); delete it and re-run extract") from err
+                    name = "region_id"
+                    region_id = f["region_id"][()].astype(np.int32, copy=False)
+                    name = "patch_key"
+                    return region_id, f["patch_key"].asstr()[()].astype(object)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
+            reason = f"{name} could not be read ({first_line(err)})"
+            raise CorruptCacheError(header.path, reason, *(() if header.ours else (FOREIGN_FIX,))) from err
         region_id = np.full(len(coords), -1, dtype=np.int32)
         patch_key = np.array([f"{header.slide_id}_{x}_{y}" for x, y in coords.tolist()], dtype=object)
         return region_id, patch_key

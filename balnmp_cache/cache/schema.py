@@ -27,6 +27,7 @@ __all__ = [
     "SlideHeader",
     "check_layout",
     "dtype_name",
+    "first_line",
     "normalise_attrs",
     "plain",
     "same_value",
@@ -188,6 +189,12 @@ def check_layout(header: SlideHeader) -> list[str]:
     if attrs.get("slide_id") != header.path.stem:
         problems.append(f"attribute slide_id is {attrs.get('slide_id')!r} but the file is named {header.path.name}")
     return problems
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (HDF5 and Zarr errors run over many lines), else its type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def plain(value: Any) -> Any:

@@ -5,6 +5,10 @@ holds the lock ``.locks/write-<pid>-<token>.lock``; the file gets ``complete=Tru
 attribute, is fsynced and then renamed over ``<slide_id>.<ext>``. Readers therefore see either the
 previous complete file, or the new complete file, never a partial one; a crash leaves only the
 temporary, which :func:`~balnmp_cache.cache.locks.clean_stale_temporaries` removes.
+
+Every file stores a CRC-32 per array (:mod:`balnmp_cache.cache.checksum`); :func:`read_into` and
+:func:`read_slide` check them, and NaN/inf features, and raise
+:class:`~balnmp_cache.errors.CorruptCacheError` naming the file and the array on any mismatch.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from balnmp_cache.cache.checksum import checksum_attrs, checksum_problems, count_non_finite
 from balnmp_cache.cache.files import remove_path
 from balnmp_cache.cache.locks import writer_lock
 from balnmp_cache.cache.naming import SCHEMA_VERSION, check_slide_id, slide_path, temp_path
 from balnmp_cache.cache.schema import SlideFeatures, SlideHeader, check_layout, normalise_attrs
 from balnmp_cache.cache.stores import STORES, store_for, store_of
-from balnmp_cache.errors import CacheError
-from balnmp_cache.fsio import fsync_dir
+from balnmp_cache.errors import FOREIGN_FIX, REEXTRACT_FIX, CacheError, CorruptCacheError, StorageError
+from balnmp_cache.fsio import describe_os_error, fsync_dir
 
-__all__ = ["DTYPES", "is_complete", "read_header", "read_into", "read_slide", "write_slide"]
+__all__ = ["DTYPES", "content_problems", "is_complete", "read_header", "read_into", "read_slide", "write_slide"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,19 @@ def _prepare(sf: SlideFeatures, dtype: str) -> dict[str, np.ndarray]:
     }
 
 
+def _stored_attrs(sf: SlideFeatures, arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+    """``sf.attrs`` normalised, plus what the data says (sizes, dtype, checksums) and the writer's version."""
+    from balnmp_cache import __version__
+
+    attrs = normalise_attrs(sf.attrs)
+    attrs.setdefault("created_utc", datetime.now(UTC).isoformat(timespec="seconds"))
+    attrs.setdefault("package_version", __version__)
+    n, d = arrays["features"].shape
+    attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
+    attrs.update(checksum_attrs(arrays))
+    return attrs
+
+
 def write_slide(
     directory: Path,
     sf: SlideFeatures,
@@ -82,8 +100,9 @@ def write_slide(
     """Write one slide atomically to ``slide_path(directory, sf.slide_id, format)``, replacing any old file.
 
     The attributes stored are ``sf.attrs`` plus ``schema_version``, ``slide_id``, ``n_patches``,
-    ``feature_dim`` and ``dtype`` from the data, ``created_utc`` and ``package_version`` when absent,
-    and ``complete=True`` last. Keys in sorted order, so equal inputs give byte-identical HDF5 files.
+    ``feature_dim`` and ``dtype`` from the data, the arrays' checksums (``crc32_features``, ...),
+    ``created_utc`` and ``package_version`` when absent, and ``complete=True`` last. Keys in sorted
+    order, so equal inputs give byte-identical HDF5 files.
 
     Args:
         directory: the cache directory (created if missing).
@@ -97,33 +116,32 @@ def write_slide(
     Raises:
         CacheError: an invalid argument, N == 0, mismatched shapes, NaN/inf features or an attribute
             that cannot be stored.
+        StorageError: the filesystem refused the write (full, read-only, no permission, the folder
+            gone); the temporary is removed, an old file of the slide is left as it was.
     """
-    from balnmp_cache import __version__
-
     check_slide_id(sf.slide_id)
     if dtype not in DTYPES:
         raise CacheError(f"features dtype '{dtype}' is not one of {', '.join(DTYPES)}; change --dtype")
     directory = Path(directory)
     final = slide_path(directory, sf.slide_id, format)
     arrays = _prepare(sf, dtype)
-    attrs = normalise_attrs(sf.attrs)
-    attrs.setdefault("created_utc", datetime.now(UTC).isoformat(timespec="seconds"))
-    attrs.setdefault("package_version", __version__)
+    attrs = _stored_attrs(sf, arrays, dtype)
     n, d = arrays["features"].shape
-    attrs.update(schema_version=SCHEMA_VERSION, slide_id=sf.slide_id, n_patches=int(n), feature_dim=int(d), dtype=dtype)
-
-    directory.mkdir(parents=True, exist_ok=True)
     store = store_for(format)
     token = secrets.token_hex(4)
     tmp = temp_path(directory, sf.slide_id, format, token=token)
-    with writer_lock(directory, os.getpid(), token):
-        try:
-            store.write(tmp, arrays, attrs)
-            store.publish(tmp, final, old=temp_path(directory, sf.slide_id, format, kind="old", token=token))
-            fsync_dir(directory)
-        except BaseException:
-            remove_path(tmp, ignore_errors=True)
-            raise
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with writer_lock(directory, os.getpid(), token):
+            try:
+                store.write(tmp, arrays, attrs)
+                store.publish(tmp, final, old=temp_path(directory, sf.slide_id, format, kind="old", token=token))
+                fsync_dir(directory)
+            except BaseException:
+                remove_path(tmp, ignore_errors=True)
+                raise
+    except OSError as err:  # the lock, the rename or the folder's fsync (write_tree reports its own)
+        raise StorageError(f"{describe_os_error(err)} (writing slide '{sf.slide_id}')") from err
     log.debug("wrote %s (%d patches x %d, %s)", final, n, d, dtype)
     return final
 
@@ -140,13 +158,44 @@ def read_header(path: Path) -> SlideHeader:
     return store_of(path).header(path)
 
 
-def read_into(header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def content_problems(
+    header: SlideHeader, features: np.ndarray, coords: np.ndarray, region_id: np.ndarray, patch_key: np.ndarray
+) -> list[str]:
+    """What is wrong with a slide's arrays as read: checksum mismatches (one per array) and NaN/inf features.
+
+    Files without checksums (older versions, CLAM/TRIDENT/STAMP) are checked for NaN/inf only.
+    """
+    arrays = {"features": features, "coords": coords, "region_id": region_id, "patch_key": patch_key}
+    problems = checksum_problems(header.attrs, arrays) if header.ours else []
+    bad = count_non_finite(features)
+    if bad:
+        rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        problems.append(f"{bad} NaN/inf feature values in {len(rows)} patch(es), first rows {rows[:5].tolist()}")
+    return problems
+
+
+def read_into(
+    header: SlideHeader, features: np.ndarray, coords: np.ndarray, *, check: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Fill ``features`` (N, D) and ``coords`` (N, 2) in place; returns ``(region_id, patch_key)``.
 
+    Args:
+        header: from :func:`read_header`.
+        features, coords: preallocated writable views of the header's dtypes.
+        check: compare every array with its stored checksum and refuse NaN/inf features (skip
+            only to measure what the check costs).
+
     Raises:
-        CacheError: the file cannot be read.
+        CorruptCacheError: an array cannot be read, a Zarr chunk file is missing, a checksum does
+            not match or a feature is NaN/inf (the message names the file and the arrays).
     """
-    return STORES[header.storage].read_into(header, features, coords)
+    region_id, patch_key = STORES[header.storage].read_into(header, features, coords)
+    if check:
+        problems = content_problems(header, features, coords, region_id, patch_key)
+        if problems:
+            fix = REEXTRACT_FIX if header.ours else FOREIGN_FIX
+            raise CorruptCacheError(header.path, "; ".join(problems), fix)
+    return region_id, patch_key
 
 
 def read_slide(path: Path) -> SlideFeatures:
@@ -157,12 +206,13 @@ def read_slide(path: Path) -> SlideFeatures:
     CLAM/TRIDENT/STAMP files get ``region_id`` -1 and ``patch_key`` ``"<slide_id>_<x>_<y>"``.
 
     Raises:
-        CacheError: unreadable, of an unknown layout, with inconsistent shapes, or ours but incomplete.
+        CorruptCacheError: unreadable, with inconsistent shapes, a checksum mismatch or NaN/inf features.
+        CacheError: of an unknown layout, or ours but incomplete.
     """
     header = read_header(path)
     problems = check_layout(header)
     if problems:
-        raise CacheError(f"{header.path}: {'; '.join(problems)}; delete it and re-run extract")
+        raise CorruptCacheError(header.path, "; ".join(problems))
     if not header.complete:
         raise CacheError(f"{header.path} is incomplete (no complete flag: its writer stopped); re-run extract")
     features = np.empty((header.n_patches, header.feature_dim), dtype=header.features_dtype)

@@ -1,4 +1,10 @@
-"""Check a cache directory without modifying it: every problem names the file it is about."""
+"""Check a cache directory without modifying it: every problem names the file it is about.
+
+Every array of every slide file is read and compared with its stored checksum, so any changed
+byte of ``features``, ``coords``, ``region_id`` or ``patch_key`` (HDF5 or Zarr) and any missing
+Zarr chunk file is reported, naming the file and the array. Files written before checksums were
+added get a note, not an error.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,41 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from balnmp_cache.cache.checksum import has_checksums
 from balnmp_cache.cache.directory import CacheDir
 from balnmp_cache.cache.load import check_provenance
 from balnmp_cache.cache.locks import writer_alive
 from balnmp_cache.cache.naming import AUX_TEMP_RE, CACHE_JSON, MANIFEST_CSV, parse_temp_name
 from balnmp_cache.cache.schema import SlideHeader, check_layout
-from balnmp_cache.cache.slide import read_header, read_into
-from balnmp_cache.errors import CacheError
+from balnmp_cache.cache.slide import content_problems, read_header, read_into
+from balnmp_cache.errors import REEXTRACT_FIX, CacheError, CorruptCacheError
 from balnmp_cache.progress import ProgressCallback, emit
 
-__all__ = ["Problem", "verify_cache"]
+__all__ = ["NO_CHECKSUM_NOTE", "Problem", "verify_cache"]
 
 log = logging.getLogger(__name__)
+
+NO_CHECKSUM_NOTE = "no checksum: written by an older version; re-extract with --force to add one"
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong in a cache: the file (or folder) concerned and what is wrong with it."""
+    """One thing wrong in a cache: the file (or folder) concerned and what is wrong with it.
+
+    Attributes:
+        path: the file or folder.
+        message: what is wrong, and usually the fix.
+        severity: ``error`` (the cache is not sound) or ``note`` (sound, but worth knowing: e.g. a
+            file of an older version without checksums).
+    """
 
     path: Path
     message: str
+    severity: Literal["error", "note"] = "error"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -63,15 +81,14 @@ def _check_slide(header: SlideHeader, key: str | None, problems: list[Problem]) 
     features = np.empty((header.n_patches, header.feature_dim), dtype=header.features_dtype)
     coords = np.empty((header.n_patches, 2), dtype=header.coords_dtype)
     try:
-        read_into(header, features, coords)
-    except CacheError as err:
-        problems.append(Problem(path, str(err)))
+        region_id, patch_key = read_into(header, features, coords, check=False)
+    except CorruptCacheError as err:
+        problems.append(Problem(path, f"corrupt: {err.reason}; {REEXTRACT_FIX}"))
         return
-    bad = int(features.size - np.count_nonzero(np.isfinite(features)))
-    if bad:
-        rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
-        message = f"{bad} NaN/inf feature values in {len(rows)} patch(es), first rows {rows[:5].tolist()}"
-        problems.append(Problem(path, message))
+    for message in content_problems(header, features, coords, region_id, patch_key):
+        problems.append(Problem(path, f"{message}: the file is corrupt; {REEXTRACT_FIX}"))
+    if not has_checksums(header.attrs):
+        problems.append(Problem(path, NO_CHECKSUM_NOTE, "note"))
 
 
 def _check_provenance(headers: list[SlideHeader], problems: list[Problem]) -> None:
@@ -125,15 +142,24 @@ def _check_leftovers(cache_dir: Path, problems: list[Problem]) -> None:
             problems.append(Problem(entry, "temporary left by a manifest.csv/cache.json update; delete it"))
 
 
-def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -> list[Problem]:
+def verify_cache(
+    cache_dir: Path, *, progress: ProgressCallback | None = None, include_notes: bool = False
+) -> list[Problem]:
     """Check every file of a cache directory and return the problems found (empty: all good).
 
     Checks: each slide file opens and has ``features`` (N, D), ``coords`` (N, 2), ``region_id`` (N,),
-    ``patch_key`` (N,) with the right dtypes; ``n_patches``, ``feature_dim``, ``dtype``,
+    ``patch_key`` (N,) with the right dtypes; every array reads back (all Zarr chunk files present)
+    and matches its stored checksum; ``n_patches``, ``feature_dim``, ``dtype``,
     ``schema_version`` and ``slide_id`` attributes agree with the data; no NaN/inf features; the
     ``complete`` flag; ``cache_key`` equals the directory's key; provenance (encoder, weights,
     mode, dtype, patch px, feature dim, ...) agrees across slides; ``manifest.csv`` rows with status
     ok have a file and every file has an ok row; no temporaries are left over. Nothing is modified.
+
+    Args:
+        cache_dir: the cache directory, or the ``--out`` root holding one cache.
+        progress: receives ``verify`` events.
+        include_notes: also return notes (``severity="note"``: files without checksums, written by
+            an older version); they are always logged as one warning.
 
     Raises:
         CacheError: ``cache_dir`` is not a directory.
@@ -154,6 +180,8 @@ def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -
     for sid, path in files.items():
         try:
             header = read_header(path)
+        except CorruptCacheError as err:
+            problems.append(Problem(path, f"corrupt: {err.reason}; {REEXTRACT_FIX}"))
         except CacheError as err:
             problems.append(Problem(path, str(err)))
         else:
@@ -167,5 +195,10 @@ def verify_cache(cache_dir: Path, *, progress: ProgressCallback | None = None) -
     _check_provenance(list(headers.values()), problems)
     _check_manifest(cache, files, headers, problems)
     _check_leftovers(cache_dir, problems)
-    log.info("verified %s: %d slide file(s), %d problem(s)", cache_dir, len(files), len(problems))
-    return problems
+    notes = [p for p in problems if p.severity == "note"]
+    errors = [p for p in problems if p.severity == "error"]
+    if notes:
+        names = ", ".join(p.path.name for p in notes[:10]) + (" ..." if len(notes) > 10 else "")
+        log.warning("%d slide file(s) in %s: %s (%s)", len(notes), cache_dir, NO_CHECKSUM_NOTE, names)
+    log.info("verified %s: %d slide file(s), %d problem(s)", cache_dir, len(files), len(errors))
+    return problems if include_notes else errors

@@ -57,7 +57,10 @@ def load_official_bags(json_dir: Path, task: int) -> OfficialBags:
     for name in SPLITS:
         path = Path(json_dir) / f"{name}-type-{task}.json"
         if not path.is_file():
-            raise CohortError(f"official split file {path} is missing; pass --official-json with the folder holding *-type-{task}.json")
+            raise CohortError(
+                f"official split file {path} is missing; "
+                f"pass --official-json with the folder holding *-type-{task}.json"
+            )
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
@@ -139,7 +142,10 @@ def resolve_splits(
     """
     if scheme == "bcnb":
         if "split" not in table:
-            raise CohortError("the cohort has no split information; use split = 'kfold' or give dataset-splitting/ files or a 'split' column")
+            raise CohortError(
+                "the cohort has no split information; "
+                "use split = 'kfold' or give dataset-splitting/ files or a 'split' column"
+            )
         assignment = {pid: table.at[pid, "split"] for pid in labels.index}
     elif scheme == "official":
         if official is None:

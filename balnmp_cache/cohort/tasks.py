@@ -63,7 +63,7 @@ _STATUS_ALIASES = {
     "n+(1-2)": "N+(1-2)",
     "n+(1~2)": "N+(1-2)",
     "n+(>2)": "N+(>2)",
-    "n+(＞2)": "N+(>2)",
+    "n+(\uff1e2)": "N+(>2)",  # U+FF1E FULLWIDTH GREATER-THAN SIGN, a spelling of ">" that some sheets use
     "n+(≥3)": "N+(>2)",
     "n+(>=3)": "N+(>2)",
 }

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cohort.table import BCNB_COLUMNS, SPLITS
-from balnmp_cache.fsio import atomic_path
 from balnmp_cache.demo.planted import ALN_CLASSES, CLASS_SHARES, ER_NEGATIVE_RATE, TUMOUR_SIZE_CM
+from balnmp_cache.fsio import atomic_path
 
 __all__ = ["CLINICAL_COLUMNS", "SPLITS", "assign_labels", "assign_splits", "clinical_row", "write_clinical",
            "write_splits"]
@@ -47,8 +47,8 @@ def assign_splits(rng: np.random.Generator, labels: list[str]) -> dict[int, str]
     for cls in ALN_CLASSES:
         ids = [pid for pid, label in enumerate(labels, start=1) if label == cls]
         ids = [int(pid) for pid in rng.permutation(ids)]
-        n_val = int(math.floor(_SPLIT_SHARES["val"] * len(ids) + 0.5))
-        n_test = int(math.floor(_SPLIT_SHARES["test"] * len(ids) + 0.5))
+        n_val = math.floor(_SPLIT_SHARES["val"] * len(ids) + 0.5)
+        n_test = math.floor(_SPLIT_SHARES["test"] * len(ids) + 0.5)
         for i, pid in enumerate(ids):
             split[pid] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
     return dict(sorted(split.items()))

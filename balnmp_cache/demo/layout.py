@@ -154,15 +154,16 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
     shift = rng.uniform(-1, 1, n_cores)
     pad = rng.uniform(40, 120, 2)
     overhang_px = rng.uniform(25, 90)
-    lo = max(min_patches, int(math.floor(0.85 * n_target)))
-    hi = min(max_patches, int(math.ceil(1.15 * n_target)))
+    lo = max(min_patches, math.floor(0.85 * n_target))
+    hi = min(max_patches, math.ceil(1.15 * n_target))
 
     scale, best = 1.0, None
     for attempt in range(30):
         area = scale * n_target * PATCH_PX * PATCH_PX / _EXPECTED_YIELD * weights
         b = np.sqrt(area / (np.pi * aspect))
         a = aspect * b
-        cores, regions, centres = [], [None] * n_regions, []
+        cores: list[np.ndarray] = []
+        placed: dict[int, np.ndarray] = {}  # region index -> outline; every region sits in one core
         y_cursor = 0.0
         half_lengths = []
         for c in range(n_cores):
@@ -181,17 +182,17 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
             for r in members:
                 local = np.array([x + a[r], 0.0])
                 x += 2 * a[r] + gap[r] * b[r]
-                regions[r] = _star(region_units[r], a[r], b[r], core_tilt[c] + tilt[r], centre + rot @ local)
+                placed[int(r)] = _star(region_units[r], a[r], b[r], core_tilt[c] + tilt[r], centre + rot @ local)
             cores.append(_star(core_units[c], half_lengths[c], b_core, core_tilt[c], centre, power=3.5))
-            centres.append(centre)
+        regions = [placed[r] for r in range(n_regions)]
         everything = np.concatenate(cores + regions)
         origin = everything.min(axis=0) - pad
         if overhang:
             origin[0] = regions[0][:, 0].min() + overhang_px
         cores = [poly - origin for poly in cores]
         regions = [np.rint(poly - origin).astype(np.int64) for poly in regions]
-        width = int(math.ceil(np.concatenate(cores + regions)[:, 0].max() + pad[0]))
-        height = int(math.ceil(np.concatenate(cores + regions)[:, 1].max() + pad[1]))
+        width = math.ceil(np.concatenate(cores + regions)[:, 0].max() + pad[0])
+        height = math.ceil(np.concatenate(cores + regions)[:, 1].max() + pad[1])
         n = len(official_patches(regions, width, height))
         if min_patches <= n <= max_patches and (best is None or abs(n - n_target) < abs(best[0] - n_target)):
             best = (n, width, height, cores, regions)
@@ -234,5 +235,5 @@ def _place_fields(rng: np.random.Generator, regions: list[np.ndarray], width: in
             continue
         covered |= disc
         current = candidate
-        fields.append((int(round(cx)), int(round(cy)), int(round(radius))))
+        fields.append((round(cx), round(cy), round(radius)))
     return np.asarray(fields, dtype=np.int64).reshape(-1, 3)

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from balnmp_cache.demo.layout import SlideLayout, rasterise
 
-__all__ = ["render_slide"]
+__all__ = ["high_grade_mask", "render_slide"]
 
 _Q = 80.0  # lookup-table steps per unit of stain concentration
 _PAD = 40  # canvas margin for sprites that overhang the image (pixels)
@@ -34,13 +35,25 @@ _H_OD = np.array([0.80, 1.00, 0.50], dtype=np.float32)  # haematoxylin optical d
 _E_OD = np.array([0.35, 0.85, 0.60], dtype=np.float32)  # eosin
 _GLASS_OD = np.array([0.048, 0.052, 0.036], dtype=np.float32)  # background tint, about (243, 242, 246)
 
-# Nucleus kinds: semi-axis a range, b/a range, outline irregularity, darkness, chromatin texture, nucleolus.
-_KINDS = {
-    "tumour": dict(a=(7.5, 10.0), ratio=(0.65, 0.90), irregular=0.06, dark=1.15, chromatin=0.30, nucleolus=False),
-    "high_grade": dict(a=(10.0, 13.5), ratio=(0.55, 0.90), irregular=0.14, dark=1.50, chromatin=0.40, nucleolus=True),
-    "spindle": dict(a=(9.0, 13.0), ratio=(0.20, 0.30), irregular=0.03, dark=1.10, chromatin=0.20, nucleolus=False),
-    "lymphocyte": dict(a=(4.5, 5.5), ratio=(0.85, 1.00), irregular=0.04, dark=1.60, chromatin=0.20, nucleolus=False),
-    "fat": dict(a=(22.0, 32.0), ratio=(0.80, 1.00), irregular=0.05, dark=1.00, chromatin=0.0, nucleolus=False),
+
+class _Kind(TypedDict):
+    """A nucleus kind: semi-axis a range (px), b/a range, outline irregularity, darkness, chromatin texture,
+    nucleolus."""
+
+    a: tuple[float, float]
+    ratio: tuple[float, float]
+    irregular: float
+    dark: float
+    chromatin: float
+    nucleolus: bool
+
+
+_KINDS: dict[str, _Kind] = {
+    "tumour": _Kind(a=(7.5, 10.0), ratio=(0.65, 0.90), irregular=0.06, dark=1.15, chromatin=0.30, nucleolus=False),
+    "high_grade": _Kind(a=(10.0, 13.5), ratio=(0.55, 0.90), irregular=0.14, dark=1.50, chromatin=0.40, nucleolus=True),
+    "spindle": _Kind(a=(9.0, 13.0), ratio=(0.20, 0.30), irregular=0.03, dark=1.10, chromatin=0.20, nucleolus=False),
+    "lymphocyte": _Kind(a=(4.5, 5.5), ratio=(0.85, 1.00), irregular=0.04, dark=1.60, chromatin=0.20, nucleolus=False),
+    "fat": _Kind(a=(22.0, 32.0), ratio=(0.80, 1.00), irregular=0.05, dark=1.00, chromatin=0.0, nucleolus=False),
 }
 _BANK_SIZE = 24
 
@@ -53,7 +66,7 @@ def _lut() -> np.ndarray:
     return np.clip(255.0 * np.exp(-od), 0, 254).astype(np.uint8).reshape(-1, 3)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bank(kind: str) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
     """Fixed sprites of one nucleus kind: (dy, dx, alpha) per sprite, alpha in 0..1 (float32)."""
     spec = _KINDS[kind]
@@ -63,7 +76,7 @@ def _bank(kind: str) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
         a = rng.uniform(*spec["a"])
         b = a * rng.uniform(*spec["ratio"])
         angle = rng.normal(0.0, 0.3) if kind == "spindle" else rng.uniform(0, math.pi)
-        half = int(math.ceil(a * (1 + 3 * spec["irregular"]))) + 2
+        half = math.ceil(a * (1 + 3 * spec["irregular"])) + 2
         yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
         u = xx * math.cos(angle) + yy * math.sin(angle)
         v = -xx * math.sin(angle) + yy * math.cos(angle)
@@ -87,8 +100,8 @@ def _field(rng: np.random.Generator, shape: tuple[int, int], scale: tuple[float,
     """Smooth Gaussian-like noise of about unit spread; ``scale`` is the feature size (y, x) in pixels."""
     low = (int(shape[0] / scale[0]) + 4, int(shape[1] / scale[1]) + 4)
     noise = rng.standard_normal(low, dtype=np.float32)
-    size = (int(math.ceil(low[1] * scale[1])), int(math.ceil(low[0] * scale[0])))
-    image = Image.fromarray(noise).resize(size, Image.BICUBIC)  # float32 -> mode "F"
+    size = (math.ceil(low[1] * scale[1]), math.ceil(low[0] * scale[0]))
+    image = Image.fromarray(noise).resize(size, Image.Resampling.BICUBIC)  # float32 -> mode "F"
     top, left = 2 * int(scale[0]), 2 * int(scale[1])
     out = np.array(image)[top : top + shape[0], left : left + shape[1]]
     out *= np.float32(1.6)  # bicubic interpolation of white noise keeps about 0.6 of its spread
@@ -152,6 +165,16 @@ def _discs(fields: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=bool)
 
 
+def high_grade_mask(fields: np.ndarray, tumour: np.ndarray) -> np.ndarray:
+    """(height, width) bool: the tumour pixels inside a high-grade field, exactly as :func:`render_slide` paints them.
+
+    Args:
+        fields: (F, 3) centre x, centre y, radius of every high-grade field (level-0 pixels).
+        tumour: (height, width) bool, True inside a tumour polygon.
+    """
+    return _discs(np.asarray(fields, dtype=np.int64).reshape(-1, 3), tumour.shape) & tumour
+
+
 def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paint one slide.
 
@@ -166,7 +189,7 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     shape = (layout.height, layout.width)
     tissue = rasterise(list(layout.cores) + list(layout.regions), shape)
     tumour = rasterise(layout.regions, shape)
-    high = _discs(layout.fields, shape) & tumour
+    high = high_grade_mask(layout.fields, tumour)
 
     nest_noise = _field(rng, shape, (30.0, 30.0))
     fibre = _field(rng, shape, (3.0, 30.0))  # thin horizontal streaks; becomes the eosin map in place
@@ -224,7 +247,7 @@ def _zones(
     low = (shape[0] // 256 + 3, shape[1] // 256 + 3)
     noise = rng.standard_normal(low, dtype=np.float32)
     size = (low[1] * 4, low[0] * 4)
-    zone = np.asarray(Image.fromarray(noise).resize(size, Image.BICUBIC)) * np.float32(1.6) > threshold
+    zone = np.asarray(Image.fromarray(noise).resize(size, Image.Resampling.BICUBIC)) * np.float32(1.6) > threshold
 
     def at(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return zone[ys // cell, xs // cell]

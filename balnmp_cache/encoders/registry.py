@@ -280,7 +280,8 @@ def create_encoder(
         name: a registered name (see :func:`list_encoders`) or ``timm:<model_name>``.
         mode: ``avg``, ``max`` or ``flatten`` as the spec supports; ``None`` for the spec's default.
         weights: ``"imagenet"`` (the torch hub cache or a package; downloaded when missing and the
-            host answers), ``"random"`` (seeded initialisation, a baseline) or a checkpoint path (state dict of the builder's module).
+            host answers), ``"random"`` (seeded initialisation, a baseline) or a checkpoint path (state dict
+            of the builder's module).
         seed: seed of the initialisation; it decides ``"random"`` weights. Construction never changes the
             caller's global random state (see ``weights.seeded``).
         device: where the model runs.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from balnmp_cache.errors import EncoderError
@@ -68,6 +68,12 @@ def _make_trunk_class() -> type:
     return TimmTrunk
 
 
+def _rgb(values: Iterable[float]) -> tuple[float, float, float]:
+    """One value per RGB channel (a timm ``pretrained_cfg`` mean or std) as floats."""
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
+
+
 def timm_entry(name: str) -> tuple[EncoderSpec, Callable[[bool], nn.Module]]:
     """The spec and builder of ``timm:<model_name>``.
 
@@ -99,8 +105,8 @@ def timm_entry(name: str) -> tuple[EncoderSpec, Callable[[bool], nn.Module]]:
     spec = EncoderSpec(
         name=name,
         input_px=input_px,
-        mean=tuple(float(v) for v in cfg.get("mean", _IMAGENET_MEAN)),
-        std=tuple(float(v) for v in cfg.get("std", _IMAGENET_STD)),
+        mean=_rgb(cfg.get("mean", _IMAGENET_MEAN)),
+        std=_rgb(cfg.get("std", _IMAGENET_STD)),
         channels=channels,
         flatten_dim=None,
         modes=("avg",),

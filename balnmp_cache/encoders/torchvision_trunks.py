@@ -215,8 +215,9 @@ def _init_vgg(trunk: nn.Module) -> None:
 
 def _init_default(trunk: nn.Module) -> None:
     for module in trunk.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def build_trunk(name: str, pretrained: bool) -> Trunk:

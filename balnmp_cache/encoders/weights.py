@@ -38,7 +38,7 @@ _SHOWN_KEYS = 5
 def seeded(seed: int) -> Iterator[None]:
     """Run the body with the default CPU generator seeded to ``seed``, then restore its state."""
     with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(int(seed))
+        torch.default_generator.manual_seed(int(seed))
         yield
 
 

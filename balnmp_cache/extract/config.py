@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from balnmp_cache.config import StageConfig
 
@@ -31,7 +31,16 @@ class ExtractConfig(StageConfig):
     format: Literal["hdf5", "zarr"] = Field("hdf5", description="feature-store format")
     dtype: Literal["float16", "float32"] = Field("float16", description="stored feature dtype")
     skip_errors: bool = Field(True, description="record a failing slide in the manifest and go on")
-    force: bool = Field(False, description="redo slides that are already complete")
+    force: bool = Field(
+        False, description="redo slides that are already complete, and replace another source's slide of the same id"
+    )
+    slide_id_prefix: str = Field(
+        "",
+        max_length=100,
+        description="text put before every slide id (e.g. 'colB-' makes colB/1.jpg slide 'colB-1'), so slides of "
+        "another collection with the same file names get their own files in a shared --out instead of being refused; "
+        "a patient id taken from the file name gets it too, one from a manifest CSV is kept",
+    )
     patch_filter: Literal["white_ratio", "background"] = Field(
         "white_ratio",
         description="'white_ratio': the official rule (share of channel values == 255); "
@@ -47,6 +56,16 @@ class ExtractConfig(StageConfig):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; 'auto' = bf16 where computed natively (GPU, CPUs with AVX512-BF16/AMX), else fp32"
     )
+
+    @field_validator("slide_id_prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        if value.startswith(".") or any(c in value for c in "/\\") or any(ord(c) < 32 for c in value):
+            raise ValueError(
+                f"slide_id_prefix {value!r} must not start with '.' or contain '/', '\\' or control characters "
+                "(it becomes part of file names); e.g. --slide-id-prefix colB-"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> ExtractConfig:

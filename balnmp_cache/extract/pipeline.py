@@ -4,7 +4,10 @@
 the run's provenance (whence the cache key), opens the cache directory and recovers what an
 interrupted run left, and then, slide by slide:
 
-* skips a slide whose file is complete with this key and input (``--force`` redoes it);
+* skips a slide whose file is complete with this key and input and whose arrays match their
+  checksums (``--force`` redoes it); a corrupt file is extracted again with a warning, and a
+  complete file of *another* source under the same slide id is never replaced: the slide fails
+  with a reason naming ``--force`` and ``--slide-id-prefix`` (:meth:`CacheDir.cached_slide`);
 * claims the slide with an OS lock, so two processes on one cache never write the same slide
   (:class:`Claimer`, which keeps a few slides queued on the reader thread);
 * reads and filters patches on a background thread (:class:`PatchStream`) while the encoder runs;
@@ -13,11 +16,16 @@ interrupted run left, and then, slide by slide:
 
 Everything about paths, headers, locks and the manifest is behind :class:`~balnmp_cache.cache.CacheDir`.
 A failing slide never stops the run unless ``skip_errors`` is off; the result's ``exit_code`` is
-non-zero when any slide failed or yielded no patch.
+non-zero when any slide failed or yielded no patch. A filesystem that refuses a write (full,
+read-only, no permission, the cache folder gone) stops the run at once with one
+:class:`~balnmp_cache.errors.StorageError`: every following slide would fail the same way. Its
+temporary is removed and finished slides are untouched, so a re-run after the fix resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -28,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from balnmp_cache.cache import CacheDir, ManifestRow
+from balnmp_cache.cache.directory import CachedSlide
 from balnmp_cache.config import save_resolved
-from balnmp_cache.errors import CacheError, ConfigError, SlideError
+from balnmp_cache.errors import BalnmpError, CacheError, ConfigError, SlideError, StorageError
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.encode import BatchEncoder
 from balnmp_cache.extract.filters import patch_filter_for
@@ -37,6 +46,7 @@ from balnmp_cache.extract.fingerprint import source_fingerprint
 from balnmp_cache.extract.provenance import EXTRACTION_VERSION, Provenance, extract_provenance
 from balnmp_cache.extract.slide import SlideExtractor, SlideOutcome
 from balnmp_cache.extract.stream import PatchStream
+from balnmp_cache.fsio import describe_os_error
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.slides import SlideJob, resolve_sources
 
@@ -98,6 +108,7 @@ class _Plan:
     todo: list[SlideJob] = field(default_factory=list)
     complete: list[SlideJob] = field(default_factory=list)
     invalid: list[ManifestRow] = field(default_factory=list)  # ids that cannot name a file (not in the manifest)
+    conflicts: list[ManifestRow] = field(default_factory=list)  # ids another source's complete file holds
 
 
 def _resolve_jobs(config: ExtractConfig) -> list[SlideJob]:
@@ -106,23 +117,52 @@ def _resolve_jobs(config: ExtractConfig) -> list[SlideJob]:
     jobs = resolve_sources(config.sources, prefer=config.prefer)
     if not jobs:
         raise ConfigError(f"no slides found in {', '.join(map(str, config.sources))}")
+    if config.slide_id_prefix:
+        jobs = [_with_prefix(job, config.slide_id_prefix) for job in jobs]
     return jobs
 
 
+def _with_prefix(job: SlideJob, prefix: str) -> SlideJob:
+    """``job`` under the slide id ``prefix + slide_id``; a patient id taken from the file name follows it.
+
+    A manifest CSV's explicit patient id is kept; a patient id that is the slide id (folders, BCNB
+    roots) gets the prefix too, so that ``1.jpg`` of two collections stays two patients.
+    """
+    patient_id = prefix + job.patient_id if job.patient_id == job.slide_id else job.patient_id
+    return dataclasses.replace(job, slide_id=prefix + job.slide_id, patient_id=patient_id)
+
+
 def _open_cache(config: ExtractConfig, runner: BatchEncoder, provenance: Provenance) -> CacheDir:
-    """The run's cache directory with ``cache.json`` and ``config.toml``, cleaned after any crash."""
+    """The run's cache directory with ``cache.json`` and ``config.toml``, cleaned after any crash.
+
+    Raises:
+        StorageError: the cache cannot be written there (full, read-only, no permission).
+    """
     cache = CacheDir.create(
         config.out, provenance.key_params(), encoder=runner.encoder.name, mode=runner.encoder.mode,
         format=config.format, dtype=config.dtype,
     )
-    save_resolved(config, cache.directory)
-    cache.recover()
+    try:
+        save_resolved(config, cache.directory)
+        cache.recover()
+    except OSError as err:
+        raise StorageError(f"{describe_os_error(err, cache.directory)} (opening the cache)") from err
     return cache
 
 
-def _is_done(cache: CacheDir, job: SlideJob, *, force: bool) -> bool:
-    # the fingerprint reads the slide's first and last MiB: only where a complete file exists
-    return not force and cache.is_done(job.slide_id, partial(source_fingerprint, job))
+def _cached(cache: CacheDir, job: SlideJob, *, force: bool) -> CachedSlide:
+    if force:
+        return CachedSlide("redo")
+    try:  # the fingerprint reads the slide's first and last MiB: only where a complete file exists
+        return cache.cached_slide(job.slide_id, fingerprint=partial(source_fingerprint, job), source=job.path)
+    except OSError as err:  # the source cannot be read: the reader thread fails the slide with its reason
+        log.debug("fingerprint of %s failed: %s", job.slide_id, err)
+        return CachedSlide("redo")
+
+
+def _failed_row(job: SlideJob, reason: str) -> ManifestRow:
+    return ManifestRow(slide_id=job.slide_id, patient_id=job.patient_id, source=str(job.path), status="failed",
+                       reason=reason)
 
 
 def _plan(jobs: Iterable[SlideJob], cache: CacheDir, *, force: bool) -> _Plan:
@@ -131,13 +171,19 @@ def _plan(jobs: Iterable[SlideJob], cache: CacheDir, *, force: bool) -> _Plan:
         try:
             cache.check_slide_id(job.slide_id)
         except CacheError as err:
-            plan.invalid.append(ManifestRow(
-                slide_id=job.slide_id or "(empty)", patient_id=job.patient_id, source=str(job.path),
-                status="failed", reason=str(err),
-            ))
+            plan.invalid.append(_failed_row(dataclasses.replace(job, slide_id=job.slide_id or "(empty)"), str(err)))
             log.error("%s", err)
             continue
-        (plan.complete if _is_done(cache, job, force=force) else plan.todo).append(job)
+        cached = _cached(cache, job, force=force)
+        if cached.status == "done":
+            plan.complete.append(job)
+        elif cached.status == "conflict":
+            plan.conflicts.append(_failed_row(job, cached.reason))
+            log.error("%s failed: %s", job.slide_id, cached.reason)
+        else:
+            if cached.reason:
+                log.warning("%s: %s; extracting it again", job.slide_id, cached.reason)
+            plan.todo.append(job)
     return plan
 
 
@@ -159,6 +205,7 @@ class Claimer:
         self.pending: deque[tuple[SlideJob, Any]] = deque()  # (job, held lock), in reading order
         self.n_busy = 0
         self.n_skipped = 0
+        self.conflicts: list[ManifestRow] = []  # another source's slide appeared under the id since the plan
 
     def fill(self) -> None:
         """Claim and submit slides until ``lookahead`` are pending or none is left."""
@@ -172,9 +219,14 @@ class Claimer:
                 log.info("%s is being extracted by another process; leaving it to that process", job.slide_id)
                 emit(self._progress, "advance", "slides", steps=1)
                 continue
-            if _is_done(self._cache, job, force=self._force):
+            cached = _cached(self._cache, job, force=self._force)
+            if cached.status in ("done", "conflict"):
                 lock.release()  # finished by another process since the plan
-                self.n_skipped += 1
+                if cached.status == "done":
+                    self.n_skipped += 1
+                else:
+                    self.conflicts.append(_failed_row(job, cached.reason))
+                    log.error("%s failed: %s", job.slide_id, cached.reason)
                 emit(self._progress, "advance", "slides", steps=1)
                 continue
             self.pending.append((job, lock))
@@ -211,6 +263,10 @@ def _extract_claimed(
         try:
             outcome = extract(job)
             extract.cache.record([outcome.row])  # while the slide is still ours: no stale row can win
+        except StorageError as err:  # full, read-only, gone: every following slide would fail the same way
+            with contextlib.suppress(BalnmpError, OSError):  # the manifest may be just as unwritable
+                extract.cache.record([_failed_row(job, f"writing failed: {err}")])
+            raise
         finally:
             claimer.finish()
         result.add(outcome)
@@ -228,9 +284,15 @@ def _extract_claimed(
 def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = None) -> ExtractResult:
     """Extract every slide of ``config.sources`` into the cache; see the module docstring.
 
+    A slide whose id another source's complete file holds is a ``failed`` row of the result (and
+    the exit code), not of ``manifest.csv``: the manifest describes the files, and that file is
+    sound and stays as it was.
+
     Raises:
         ConfigError, EncoderError: bad settings, before any slide is touched.
         SlideError: a slide failed and ``config.skip_errors`` is off (its manifest row is written first).
+        StorageError: the cache's filesystem refused a write (full, read-only, no permission, the
+            folder gone): the run stops; finished slides are kept and a re-run resumes.
     """
     t_start = time.perf_counter()
     jobs = _resolve_jobs(config)
@@ -241,12 +303,14 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
     cache = _open_cache(config, runner, provenance)
     log.info("extracting %d slide(s) into %s with %s on %s", len(jobs), cache.directory, runner.encoder.identifier, runner.device)
     plan = _plan(jobs, cache, force=config.force)
+    refused = plan.invalid + plan.conflicts
     result = ExtractResult(
-        cache_dir=cache.directory, rows=list(plan.invalid), n_failed=len(plan.invalid),
+        cache_dir=cache.directory, rows=list(refused), n_failed=len(refused),
         n_skipped=len(plan.complete), setup_seconds=setup_seconds,
     )
     emit(progress, "start", "slides", total=len(jobs))
-    emit(progress, "advance", "slides", steps=len(plan.complete), info={"skipped": len(plan.complete)})
+    emit(progress, "advance", "slides", steps=len(plan.complete) + len(plan.conflicts),
+         info={"skipped": len(plan.complete)})
 
     stream = PatchStream(config, patch_filter)
     claimer = Claimer(plan.todo, cache, stream, force=config.force, progress=progress)
@@ -257,6 +321,8 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
         claimer.release_all()
         stream.close()
     result.n_busy, result.n_skipped = claimer.n_busy, result.n_skipped + claimer.n_skipped
+    result.rows.extend(claimer.conflicts)
+    result.n_failed += len(claimer.conflicts)
     result.rows.extend(
         ManifestRow(slide_id=j.slide_id, patient_id=j.patient_id, source=str(j.path), status="ok",
                     reason="already complete", n_patches=cache.n_patches(j.slide_id))

@@ -3,12 +3,15 @@
 :class:`SlideExtractor` is called once per claimed slide, in the order the slides were submitted
 to the :class:`~balnmp_cache.extract.stream.PatchStream`. It returns the slide's manifest row and
 the time spent; it never raises for a bad slide (a read, encode or write failure is a ``failed``
-row, no kept patch an ``empty`` one).
+row, no kept patch an ``empty`` one). A filesystem that refuses the write (full, read-only, no
+permission, the folder gone) is not the slide's fault and raises
+:class:`~balnmp_cache.errors.StorageError`, which stops the run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from balnmp_cache.cache import CacheDir, ManifestRow, SlideFeatures
-from balnmp_cache.errors import BalnmpError
+from balnmp_cache.errors import BalnmpError, StorageError
 from balnmp_cache.extract.encode import BatchEncoder
 from balnmp_cache.extract.filters import PatchFilter
 from balnmp_cache.extract.fingerprint import source_fingerprint
@@ -139,8 +142,8 @@ class SlideExtractor:
         info = encoded.info
         if encoded.n_patches == 0:
             return ManifestRow(**base, status="empty", reason=self._empty_reason(info), seconds=encoded.seconds)
-        attrs = {
-            **self.attrs, **info.attrs, "patient_id": job.patient_id, "source_path": str(job.path),
+        attrs = {  # an absolute source_path: a later run tells an edited source from another slide by it
+            **self.attrs, **info.attrs, "patient_id": job.patient_id, "source_path": os.path.abspath(job.path),
             "source_fingerprint": source_fingerprint(job),
         }
         if info.notes:
@@ -148,7 +151,9 @@ class SlideExtractor:
         sf = encoded.slide_features(attrs)
         try:
             self.cache.write(sf)
-        except (BalnmpError, OSError) as err:  # e.g. NaN/inf features, a full disk: this slide fails alone
+        except StorageError:  # full, read-only, gone: not this slide's fault, and the next would fail too
+            raise
+        except (BalnmpError, OSError) as err:  # e.g. NaN/inf features: this slide fails alone
             reason = f"writing failed: {_first_line(err)}"
             return ManifestRow(**base, status="failed", reason=reason, seconds=encoded.seconds)
         reason = "; ".join(info.notes)

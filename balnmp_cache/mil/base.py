@@ -61,6 +61,11 @@ def tile_clinical(clinical: Tensor, expand_times: int) -> Tensor:
     return clinical.repeat(1, expand_times)
 
 
+def _one_per_patch(clinical: Tensor | None, n_patches: int) -> Tensor | None:
+    """A (K,) clinical vector repeated for N single-patch bags -> (N, K); ``None`` stays ``None``."""
+    return None if clinical is None else clinical.reshape(1, -1).expand(n_patches, -1)
+
+
 def make_classifier(in_features: int, hidden: int, n_classes: int) -> nn.Module:
     """The classifier after pooling and fusion.
 
@@ -124,6 +129,7 @@ class MILHead(nn.Module, abc.ABC):
     uses_features: ClassVar[bool] = True
     needs_clinical: ClassVar[bool] = False
     closed_form: ClassVar[bool] = False
+    classifier: nn.Module  # (B, P + fused_clinical_dim) -> (B, C); set by each subclass
 
     def __init__(self, *, in_dim: int, n_classes: int, clinical_dim: int = 0, expand_times: int = 10) -> None:
         if self.needs_clinical and clinical_dim <= 0:
@@ -177,6 +183,31 @@ class MILHead(nn.Module, abc.ABC):
         pooled, attention = self.pool(features, mask)
         return self.classify(pooled, clinical), attention
 
+    def patch_scores(self, features: Tensor, clinical: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Score every patch on its own, in one pass: what heatmaps draw (call in eval mode).
+
+        Both outputs are functions of one patch (and the slide's clinical vector) alone, never of the
+        other patches of a bag, so they can be computed in chunks and compared across bags and slides.
+
+        Args:
+            features: (N, D) features of N patches (cast to the parameter dtype).
+            clinical: (K,) the slide's clinical vector; required exactly when ``clinical_dim > 0``.
+
+        Returns:
+            ``logits`` (N, C): the logits of each patch as a bag of that one patch (its attention is then 1,
+            so the pooled embedding is the patch's own); ``attention_logits`` (N,): the pre-softmax attention
+            score of each patch, or ``None`` for heads whose weights are not a softmax of per-patch scores
+            (this default; attention heads override it and compute both from one embedding).
+        """
+        # N bags of one patch: (N, 1, D) -> (N, C)
+        logits, _ = self(features.unsqueeze(1), None, _one_per_patch(clinical, features.shape[0]))
+        return logits, None
+
+    def _patch_inputs(self, features: Tensor, clinical: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(N, D) features and (K,) clinical checked as N single-patch bags -> (N, D) and (N, K) or None."""
+        bags, _, tiled = self._check_inputs(features.unsqueeze(1), None, _one_per_patch(clinical, features.shape[0]))
+        return bags.squeeze(1), tiled
+
     def loss(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """The training loss of a batch: cross-entropy unless a head brings its own.
 
@@ -208,7 +239,9 @@ class MILHead(nn.Module, abc.ABC):
         Raises:
             TypeError: the head is trained epoch by epoch (``closed_form`` is ``False``).
         """
-        raise TypeError(f"MIL head {self.name!r} is trained epoch by epoch (closed_form = False); it has no closed-form fit")
+        raise TypeError(
+            f"MIL head {self.name!r} is trained epoch by epoch (closed_form = False); it has no closed-form fit"
+        )
 
     def _check_inputs(
         self, features: Tensor, mask: Tensor | None, clinical: Tensor | None

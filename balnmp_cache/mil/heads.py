@@ -37,11 +37,14 @@ class AttentionAggregator(nn.Module):
             nn.Linear(hidden, inner), nn.Dropout(dropout), nn.Tanh(), nn.Linear(inner, 1), nn.Dropout(dropout)
         )
 
+    def scores(self, hidden: Tensor) -> Tensor:
+        """Pre-softmax attention ``w2·tanh(w1·h + b1) + b2`` of (..., 256) embeddings -> (...)."""
+        return self.attention(hidden).squeeze(-1)
+
     def forward(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, D) features, (B, N) mask -> pooled (B, 256), attention (B, N)."""
         hidden = self.fc1(features)  # (B, N, 256)
-        scores = self.attention(hidden).squeeze(-1)  # (B, N)
-        attention = masked_softmax(scores, mask)  # (B, N), per bag
+        attention = masked_softmax(self.scores(hidden), mask)  # (B, N), per bag
         return _attention_pool(attention, hidden), attention
 
 
@@ -66,6 +69,12 @@ class BalnmpHead(MILHead):
 
     def pool(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.attention_aggregator(features, mask)
+
+    def patch_scores(self, features: Tensor, clinical: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x, tiled = self._patch_inputs(features, clinical)  # (N, D), (N, K)
+        hidden = self.attention_aggregator.fc1(x)  # (N, 256)
+        # a one-patch bag pools to the patch's own embedding: the classifier sees ``hidden`` itself
+        return self.classify(hidden, tiled), self.attention_aggregator.scores(hidden).float()
 
 
 @register_head("abmil")
@@ -101,13 +110,22 @@ class ABMILHead(MILHead):
         self.attention_w = nn.Linear(attn_dim, 1)
         self.classifier = make_classifier(embed_dim + self.fused_clinical_dim, classifier_hidden, n_classes)
 
-    def pool(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.embed(features)  # (B, N, L)
-        branch = self.attention_v(hidden)  # (B, N, attn_dim)
+    def _scores(self, hidden: Tensor) -> Tensor:
+        """Pre-softmax attention ``w·tanh(V h)`` (gated: ``w·(tanh(V h) ⊙ sigmoid(U h))``): (..., L) -> (...)."""
+        branch = self.attention_v(hidden)  # (..., attn_dim)
         if self.gated:
             branch = branch * self.attention_u(hidden)  # tanh ⊙ sigmoid
-        attention = masked_softmax(self.attention_w(branch).squeeze(-1), mask)  # (B, N)
+        return self.attention_w(branch).squeeze(-1)
+
+    def pool(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.embed(features)  # (B, N, L)
+        attention = masked_softmax(self._scores(hidden), mask)  # (B, N)
         return _attention_pool(attention, hidden), attention
+
+    def patch_scores(self, features: Tensor, clinical: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x, tiled = self._patch_inputs(features, clinical)  # (N, D), (N, K)
+        hidden = self.embed(x)  # (N, L)
+        return self.classify(hidden, tiled), self._scores(hidden).float()  # one-patch bags pool to ``hidden``
 
 
 @register_head("gated_abmil")
@@ -212,7 +230,8 @@ class ClinicalOnlyHead(MILHead):
         def closure() -> Tensor:
             optimizer.zero_grad()
             logits, _ = self(features, None, clinical)
-            loss = (F.cross_entropy(logits.float(), target, reduction="none") * sample_weight).sum() / sample_weight.sum()
+            per_bag = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
+            loss = (per_bag * sample_weight).sum() / sample_weight.sum()
             loss = loss + 0.5 * weight_decay * sum(p.pow(2).sum() for p in params)
             loss.backward()
             return loss

@@ -61,6 +61,10 @@ class ReportConfig(StageConfig):
         default_factory=lambda: list(DEFAULT_TABLE1_COLUMNS),
         description="extra categorical cohort columns summarised in Table 1 when present",
     )
+    heatmaps: Path | None = Field(
+        None,
+        description="output of `balnmp-cache heatmap` (or a folder of them, one per run) to link from the report",
+    )
 
     @field_validator("thresholds", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import html
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from balnmp_cache.fsio import atomic_write_text
 __all__ = [
     "Document",
     "FigureBlock",
+    "Link",
     "Section",
     "TableBlock",
     "fmt_estimate",
@@ -38,13 +40,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Link:
+    """A link in a table cell: ``text`` shown, ``href`` a path relative to the report's folder."""
+
+    text: str
+    href: str
+
+
+Cell = str | Link | tuple[Link, ...]
+"""A table cell: text, a link, or several links side by side."""
+
+
 @dataclass
 class TableBlock:
     """A table: a caption, column names, rows of formatted cells and an optional note under it."""
 
     title: str
     columns: list[str]
-    rows: list[list[str]]
+    rows: Sequence[Sequence[Cell]]
     note: str | None = None
 
 
@@ -147,8 +161,20 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: Path, *, columns: Sequ
     return atomic_write_text(path, frame.to_csv(index=False))
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_cell(cell: Cell) -> str:
+    if isinstance(cell, Link):
+        return f"[{_md_cell(cell.text)}]({cell.href.replace(' ', '%20')})"
+    if isinstance(cell, tuple):
+        return " ".join(_md_cell(link) for link in cell)
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def _html_cell(cell: Cell) -> str:
+    if isinstance(cell, Link):
+        return f'<a href="{html.escape(cell.href)}">{html.escape(cell.text)}</a>'
+    if isinstance(cell, tuple):
+        return " ".join(_html_cell(link) for link in cell)
+    return html.escape(str(cell))
 
 
 def to_markdown(document: Document, directory: Path) -> str:
@@ -170,7 +196,7 @@ def to_markdown(document: Document, directory: Path) -> str:
                 if block.note:
                     lines += [f"*{block.note}*", ""]
             else:
-                names = [p.relative_to(directory).as_posix() for p in block.files]
+                names = [Path(os.path.relpath(p, directory)).as_posix() for p in block.files]
                 image = next((n for n in names if n.endswith(".png")), names[0] if names else None)
                 if image:
                     lines += [f"![{block.title}]({image})", ""]
@@ -213,7 +239,7 @@ def to_html(document: Document) -> str:
                 parts.append(f"<table><caption>{esc(block.title)}</caption><thead><tr>")
                 parts += [f"<th>{esc(c)}</th>" for c in block.columns]
                 parts.append("</tr></thead><tbody>")
-                parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block.rows]
+                parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows]
                 parts.append("</tbody></table>")
                 if block.note:
                     if len(block.note) > 600:  # long lists of per-row notes fold away under the table

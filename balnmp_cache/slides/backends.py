@@ -167,8 +167,9 @@ class _BaseReader(ABC):
         return out
 
     # -- lifetime ---------------------------------------------------------------------------
+    @abstractmethod
     def close(self) -> None:
-        """Release the file handle; the reader must not be used afterwards."""
+        """Release the file handle (a second call does nothing); the reader must not be used afterwards."""
 
     def __enter__(self) -> _BaseReader:
         return self
@@ -256,7 +257,7 @@ class CucimReader(_BaseReader):
         return out
 
     def close(self) -> None:
-        image, self._image = getattr(self, "_image", None), None
+        image = vars(self).pop("_image", None)  # absent when __init__ failed or after a first close
         if image is not None:
             image.close()
 
@@ -295,7 +296,7 @@ class OpenSlideReader(_BaseReader):
         return as_rgb(np.asarray(region))
 
     def close(self) -> None:
-        slide, self._slide = getattr(self, "_slide", None), None
+        slide = vars(self).pop("_slide", None)  # absent when __init__ failed or after a first close
         if slide is not None:
             slide.close()
 
@@ -322,7 +323,7 @@ class TiffSlideReader(_BaseReader):
         return as_rgb(self._slide.read_region(level0_xy, level, size_px, as_array=True))
 
     def close(self) -> None:
-        slide, self._slide = getattr(self, "_slide", None), None
+        slide = vars(self).pop("_slide", None)  # absent when __init__ failed or after a first close
         if slide is not None:
             slide.close()
 
@@ -371,5 +372,5 @@ def _require_plain_tiff(path: Path) -> None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        if len(tif.pages) > 1 or tif.pages[0].is_tiled:
+        if len(tif.pages) > 1 or tif.pages.first.is_tiled:
             raise ValueError("PIL reads only single-page untiled TIFF; this one is tiled or pyramidal")

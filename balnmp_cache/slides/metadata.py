@@ -58,7 +58,7 @@ def _openslide_properties(path: Path) -> Mapping[str, Any] | None:
 
         with openslide.OpenSlide(str(path)) as slide:
             return dict(slide.properties)
-    except Exception as err:  # noqa: BLE001 - any failure means "no metadata from this source"
+    except Exception as err:  # any failure means "no metadata from this source"
         logger.debug("OpenSlide metadata unavailable for %s: %s", path, err)
         return None
 
@@ -74,7 +74,7 @@ def _tiffslide_properties(path: Path) -> Mapping[str, Any] | None:
             warnings.simplefilter("ignore", UserWarning)
             with tiffslide.TiffSlide(str(path)) as slide:
                 return dict(slide.properties)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         logger.debug("tiffslide metadata unavailable for %s: %s", path, err)
         return None
 
@@ -128,16 +128,20 @@ def tiff_problem(path: Path) -> str | None:
             if count == 0:
                 return "no readable TIFF page (truncated or not a TIFF file)"
             handle = tif.filehandle
-            handle.seek(pages.next_page_offset)
-            raw = handle.read(tif.tiff.offsetsize)
+            raw = b""
+            if pages.next_page_offset is not None:  # where the last page's "next IFD" offset is stored
+                handle.seek(pages.next_page_offset)
+                raw = handle.read(tif.tiff.offsetsize)
             if len(raw) < tif.tiff.offsetsize or struct.unpack(tif.tiff.offsetformat, raw)[0] != 0:
                 return f"the TIFF directory chain is broken after page {count - 1} (truncated file?)"
             for index in range(count):
                 page = pages[index]
-                ends = [offset + nbytes for offset, nbytes in zip(page.dataoffsets, page.databytecounts) if nbytes]
+                # A damaged page may list fewer byte counts than offsets: check the pairs it has.
+                pairs = zip(page.dataoffsets, page.databytecounts, strict=False)
+                ends = [offset + nbytes for offset, nbytes in pairs if nbytes]
                 if ends and max(ends) > size:
                     return f"page {index} needs {max(ends)} bytes but the file has {size} (truncated file?)"
-    except Exception as err:  # noqa: BLE001 - tifffile raises many types for damaged files
+    except Exception as err:  # tifffile raises many types for damaged files
         return f"not a readable TIFF ({type(err).__name__}: {err})".replace("\n", " ")
     return None
 

@@ -187,7 +187,7 @@ def _compare_with_tifffile(
 
     try:
         reference = TiffSlideReader(path, num_workers=1)
-    except Exception as err:  # noqa: BLE001 - no reference decoder: nothing to compare with
+    except Exception as err:  # no reference decoder: nothing to compare with
         logger.debug("no tifffile reference for %s: %s", path, err)
         return
     with reference:
@@ -245,7 +245,7 @@ def open_slide(path: Path, *, backend: str | None = None, num_workers: int = 2) 
             _probe(reader, suffix)
         except ImportError as err:
             failures.append(f"{name}: not installed ({err})")
-        except Exception as err:  # noqa: BLE001 - every backend failure is recorded, the next is tried
+        except Exception as err:  # every backend failure is recorded, the next is tried
             failures.append(f"{name}: {type(err).__name__}: {err}")
         else:
             logger.debug("opened %s with %s (tried %s)", path, name, ", ".join(order))
@@ -268,7 +268,7 @@ def available_backends() -> dict[str, str]:
     for name, module_name in modules.items():
         try:
             module = backends.import_cucim() if name == "cucim" else importlib.import_module(module_name)
-        except Exception as err:  # noqa: BLE001 - a broken install is reported, not raised
+        except Exception as err:  # a broken install is reported, not raised
             report[name] = f"unavailable: {type(err).__name__}: {err}"
             continue
         version = str(getattr(module, "__version__", "unknown"))

@@ -77,27 +77,65 @@ def plan_resolution(
         SlideError: a target is asked for but the slide's MPP (or objective power) is unknown, or the
             target is finer than the scan.
     """
-    name = reader.path.name
-    if target_mpp is not None and magnification is not None:
+    _check_targets(patch_px=patch_px, target_mpp=target_mpp, magnification=magnification, slide_mpp=slide_mpp)
+    base_mpp, source = _base_mpp(reader, slide_mpp)
+    downsample = _downsample(reader, base_mpp, target_mpp=target_mpp, magnification=magnification)
+    patch_level0_px = max(1, round(patch_px * downsample))
+    actual = patch_level0_px / patch_px
+    read_level = best_level_for_downsample(reader, actual)
+    read_px = max(1, round(patch_level0_px / reader.level_downsamples[read_level]))
+    mpp = base_mpp * actual if base_mpp is not None else None
+    if reader.magnification is not None:
+        effective_mag: float | None = reader.magnification / actual
+    elif mpp is not None:
+        effective_mag = 10.0 / mpp
+    else:
+        effective_mag = None
+    return ResolutionPlan(
+        patch_px=int(patch_px),
+        patch_level0_px=int(patch_level0_px),
+        read_level=int(read_level),
+        read_px=int(read_px),
+        downsample=float(actual),
+        mpp=mpp,
+        mpp_source=source,
+        magnification=effective_mag,
+    )
+
+
+def _check_targets(**values: float | None) -> None:
+    """At most one of target_mpp / magnification, and every given value positive."""
+    if values["target_mpp"] is not None and values["magnification"] is not None:
         raise ConfigError("give either target_mpp (--target-mpp) or magnification (--magnification), not both")
-    values = {"patch_px": patch_px, "target_mpp": target_mpp, "magnification": magnification, "slide_mpp": slide_mpp}
     for key, value in values.items():
         if value is not None and not value > 0:
             raise ConfigError(f"{key} must be positive, got {value!r} (--{key.replace('_', '-')})")
-    if slide_mpp is not None:
-        base_mpp, source = float(slide_mpp), "override"
-    elif reader.mpp is not None:
-        base_mpp, source = float(reader.mpp), "metadata"
-    else:
-        base_mpp, source = None, "none"
-    objective = reader.magnification
 
-    if target_mpp is None and magnification is None:
-        downsample = 1.0
-    elif target_mpp is not None:
+
+MppSource = Literal["metadata", "override", "none"]
+
+
+def _base_mpp(reader: SlideReader, slide_mpp: float | None) -> tuple[float | None, MppSource]:
+    """µm per level-0 pixel and where it comes from: the override, the metadata, or nowhere."""
+    if slide_mpp is not None:
+        return float(slide_mpp), "override"
+    if reader.mpp is not None:
+        return float(reader.mpp), "metadata"
+    return None, "none"
+
+
+def _downsample(
+    reader: SlideReader, base_mpp: float | None, *, target_mpp: float | None, magnification: float | None
+) -> float:
+    """Level-0 pixels per output pixel for the requested target (1.0 = native)."""
+    name = reader.path.name
+    objective = reader.magnification
+    if target_mpp is not None:
         if base_mpp is None:
             raise SlideError(f"target MPP {target_mpp:g} asked for but {name} has no MPP metadata; pass --slide-mpp")
         downsample = target_mpp / base_mpp
+    elif magnification is None:
+        downsample = 1.0
     elif base_mpp is not None:
         downsample = (10.0 / magnification) / base_mpp
     elif objective is not None:
@@ -115,24 +153,4 @@ def plan_resolution(
             f"{wanted} is finer than the scan of {name} (downsample {downsample:.3f} < 1); "
             "choose a coarser --target-mpp / --magnification or read at native resolution"
         )
-    patch_level0_px = max(1, round(patch_px * downsample))
-    actual = patch_level0_px / patch_px
-    read_level = best_level_for_downsample(reader, actual)
-    read_px = max(1, round(patch_level0_px / reader.level_downsamples[read_level]))
-    mpp = base_mpp * actual if base_mpp is not None else None
-    if objective is not None:
-        effective_mag: float | None = objective / actual
-    elif mpp is not None:
-        effective_mag = 10.0 / mpp
-    else:
-        effective_mag = None
-    return ResolutionPlan(
-        patch_px=int(patch_px),
-        patch_level0_px=int(patch_level0_px),
-        read_level=int(read_level),
-        read_px=int(read_px),
-        downsample=float(actual),
-        mpp=mpp,
-        mpp_source=source,  # type: ignore[arg-type]
-        magnification=effective_mag,
-    )
+    return downsample

@@ -166,37 +166,10 @@ def region_candidates(
         Candidates in region order, then row-major (y, then x) within a region.
     """
     stride = int(patch_level0_px)
-    xys: list[tuple[int, int]] = []
-    region_ids: list[int] = []
-    keys: list[str] = []
-    mask_index: list[int] = []
-    mask_bits: list[np.ndarray] = []
+    cells = _CellList()
     for region in regions:
-        vertices = np.rint(region.vertices).astype(np.int64)
-        # the official crop's corner: that of the unclipped polygon (clamped), see Region.origin
-        min_x, min_y = region.origin if region.origin is not None else vertices.min(axis=0)
-        max_x, max_y = vertices.max(axis=0)
-        crop_w, crop_h = int(max_x - min_x), int(max_y - min_y)
-        if crop_w <= 0 or crop_h <= 0:
-            logger.debug("%s region %d has an empty bbox crop; skipped", slide_id, region.region_id)
-            continue
-        relative = vertices - np.array([min_x, min_y])
-        for y_off, band in _grid_rows(relative, crop_w=crop_w, crop_h=crop_h, stride=stride):
-            cells = band.reshape(stride, -1, stride)  # (stride, ncols, stride)
-            counts = cells.sum(axis=(0, 2))
-            for col in np.flatnonzero(counts):
-                outside = 1.0 - counts[col] / (stride * stride)
-                if max_outside is not None and outside >= max_outside:
-                    continue
-                x_off = int(col) * stride
-                xys.append((int(min_x) + x_off, int(min_y) + y_off))
-                region_ids.append(region.region_id)
-                keys.append(f"patches/{slide_id}/{slide_id}_{region.region_id}_{x_off}_{y_off}.jpg")
-                if counts[col] == stride * stride:
-                    mask_index.append(-1)
-                else:
-                    mask_index.append(len(mask_bits))
-                    mask_bits.append(np.packbits(_nearest(cells[:, col, :], patch_px)))
+        _add_region_cells(cells, region, slide_id=slide_id, stride=stride, patch_px=patch_px, max_outside=max_outside)
+    xys, region_ids, keys, mask_index, mask_bits = cells.xys, cells.region_ids, cells.keys, cells.mask_index, cells.bits
     bits = np.stack(mask_bits) if mask_bits else np.zeros((0, (patch_px * patch_px + 7) // 8), dtype=np.uint8)
     return PatchCandidates(
         level0_xy=np.asarray(xys, dtype=np.int64).reshape(-1, 2),
@@ -208,6 +181,48 @@ def region_candidates(
         patch_px=int(patch_px),
         masks=PatchMasks(np.asarray(mask_index, dtype=np.int32), bits, int(patch_px)),
     )
+
+
+@dataclass
+class _CellList:
+    """The kept grid cells of a slide's regions, in order, with their packed masks."""
+
+    xys: list[tuple[int, int]] = field(default_factory=list)
+    region_ids: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    mask_index: list[int] = field(default_factory=list)  # -1 = fully inside, else an index into bits
+    bits: list[np.ndarray] = field(default_factory=list)
+
+
+def _add_region_cells(
+    cells: _CellList, region: Region, *, slide_id: str, stride: int, patch_px: int, max_outside: float | None
+) -> None:
+    """Append the official crop-pad-tile cells of one region to ``cells``."""
+    vertices = np.rint(region.vertices).astype(np.int64)
+    # the official crop's corner: that of the unclipped polygon (clamped), see Region.origin
+    min_x, min_y = region.origin if region.origin is not None else vertices.min(axis=0)
+    max_x, max_y = vertices.max(axis=0)
+    crop_w, crop_h = int(max_x - min_x), int(max_y - min_y)
+    if crop_w <= 0 or crop_h <= 0:
+        logger.debug("%s region %d has an empty bbox crop; skipped", slide_id, region.region_id)
+        return
+    relative = vertices - np.array([min_x, min_y])
+    for y_off, band in _grid_rows(relative, crop_w=crop_w, crop_h=crop_h, stride=stride):
+        grid = band.reshape(stride, -1, stride)  # (stride, ncols, stride)
+        counts = grid.sum(axis=(0, 2))
+        for col in np.flatnonzero(counts):
+            outside = 1.0 - counts[col] / (stride * stride)
+            if max_outside is not None and outside >= max_outside:
+                continue
+            x_off = int(col) * stride
+            cells.xys.append((int(min_x) + x_off, int(min_y) + y_off))
+            cells.region_ids.append(region.region_id)
+            cells.keys.append(f"patches/{slide_id}/{slide_id}_{region.region_id}_{x_off}_{y_off}.jpg")
+            if counts[col] == stride * stride:
+                cells.mask_index.append(-1)
+            else:
+                cells.mask_index.append(len(cells.bits))
+                cells.bits.append(np.packbits(_nearest(grid[:, col, :], patch_px)))
 
 
 def tissue_mask(thumbnail: np.ndarray, *, min_saturation: float = 0.05) -> np.ndarray:
@@ -257,8 +272,8 @@ def tissue_candidates(
     stride = int(patch_level0_px)
     xs = np.arange(0, width, stride)
     ys = np.arange(0, height, stride)
-    gx, gy = np.meshgrid(xs, ys)  # (rows, cols), row-major order
-    gx, gy = gx.ravel(), gy.ravel()
+    grid_x, grid_y = np.meshgrid(xs, ys)  # (rows, cols) each
+    gx, gy = grid_x.ravel(), grid_y.ravel()  # (rows * cols,), row-major order
     x0 = np.clip(np.floor(gx * scale_x).astype(np.int64), 0, mask.shape[1] - 1)
     y0 = np.clip(np.floor(gy * scale_y).astype(np.int64), 0, mask.shape[0] - 1)
     x1 = np.clip(np.ceil((gx + stride) * scale_x).astype(np.int64), x0 + 1, mask.shape[1])

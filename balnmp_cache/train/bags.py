@@ -122,8 +122,13 @@ def _permuted(pr: PatientRows, patients: np.ndarray, rng: np.random.Generator) -
     return source[order], starts
 
 
-def _cut(perm: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray, slot: np.ndarray, n: int) -> np.ndarray:
-    """Bag ``i`` takes positions ``starts[owner[i]] + slot[i] * n + (0..n-1)`` of ``perm``, padding past the patient's end."""
+def _cut(
+    perm: np.ndarray, starts: np.ndarray, counts: np.ndarray, owner: np.ndarray, slot: np.ndarray, n: int
+) -> np.ndarray:
+    """Bag ``i`` takes positions ``starts[owner[i]] + slot[i] * n + (0..n-1)`` of ``perm``.
+
+    Positions past the end of the patient's rows are padding (``-1``).
+    """
     offsets = np.arange(n, dtype=np.int64)
     local = slot[:, None] * n + offsets[None, :]  # (B, N) position within the patient's permutation
     valid = local < counts[owner][:, None]

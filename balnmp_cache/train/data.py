@@ -140,7 +140,8 @@ def _match(cache: FeatureCache, cohort: Cohort, labels: Any, cache_flag: str) ->
         if orphans:
             hints.append("add the patients to the cohort table or extract a cache of the cohort's slides only")
         if absent:
-            hints.append(f"extract the missing slides into {cache.directory} ({cache_flag}) or remove the patients from the cohort")
+            hints.append(f"extract the missing slides into {cache.directory} ({cache_flag}) "
+                         "or remove the patients from the cohort")
         problems.append("to fix: " + "; ".join(hints))
     return problems
 
@@ -171,6 +172,7 @@ def prepare_task_data(cfg: TrainConfig, cache: FeatureCache, cohort: Cohort) -> 
             f"the cohort {cohort.source} and the cache {cache.directory} do not match for task {task.task} "
             f"({task.name}):\n{format_rows(problems, limit=30)}"
         )
+    splits_file: Path | None
     if cfg.splits_file is None and cfg.split == "kfold":
         # not keyed by the training seed: every seed of an ablation must see the same patients
         splits_file = Path(cfg.out).parent / f"splits-task{cfg.task}-k{cfg.folds}-splitseed{cfg.split_seed}.csv"

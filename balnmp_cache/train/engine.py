@@ -11,7 +11,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -153,7 +153,7 @@ def fast_dropout(head: torch.nn.Module) -> Iterator[None]:
 
     The head's parameters and state dict are untouched; the original modules are put back on exit.
     """
-    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Dropout]] = []
     for parent in head.modules():
         for name, child in parent.named_children():
             if type(child) is torch.nn.Dropout and not child.inplace:
@@ -168,6 +168,19 @@ def fast_dropout(head: torch.nn.Module) -> Iterator[None]:
         for parent, name, child in swapped:
             child.train(getattr(parent, name).training)
             setattr(parent, name, child)
+
+
+@overload
+def evaluate(
+    head: MILHead, clinical: torch.Tensor | None, bags: BagSet, source: FeatureSource, *,
+    attention: Literal[False] = ...,
+) -> tuple[np.ndarray, None]: ...
+
+
+@overload
+def evaluate(
+    head: MILHead, clinical: torch.Tensor | None, bags: BagSet, source: FeatureSource, *, attention: Literal[True]
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def evaluate(

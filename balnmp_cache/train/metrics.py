@@ -72,4 +72,5 @@ def accuracy(labels: np.ndarray, probs: np.ndarray) -> float | None:
 def split_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int | None]:
     """``{"n", "auc", "acc"}`` of one split."""
     auc = patient_auc(labels, probs)
-    return {"n": int(len(labels)), "auc": None if auc is None or math.isnan(auc) else auc, "acc": accuracy(labels, probs)}
+    auc = None if auc is None or math.isnan(auc) else auc
+    return {"n": len(labels), "auc": auc, "acc": accuracy(labels, probs)}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import logging
+import shutil
 from pathlib import Path
 
+import h5py
 import pytest
 
 from balnmp_cache.cache import CacheDir, ManifestRow, cache_key, is_complete, update_manifest, write_slide
-from balnmp_cache.errors import CacheError
+from balnmp_cache.errors import CacheError, StorageError
 
 from .conftest import PARAMS, make_slide, provenance
 
@@ -50,25 +51,48 @@ def test_open_finds_the_cache_under_its_root_with_key_and_format(tmp_path: Path)
         opened.hashed_key()
 
 
-def test_is_done_needs_this_key_and_the_same_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cached_slide_is_done_only_for_this_key_the_same_input_and_intact_content(tmp_path: Path) -> None:
     cache = create(tmp_path)
     calls: list[str] = []
 
     def fingerprint(value: str):  # type: ignore[no-untyped-def]
         return lambda: calls.append(value) or value
 
-    assert not cache.is_done("s1", fingerprint("abc"))
+    source = Path("/d/s1.svs")
+    assert cache.cached_slide("s1", fingerprint=fingerprint("abc"), source=source).status == "absent"
     assert calls == []  # no file: the input is not read
-    cache.write(make_slide("s1", n=4, **provenance(cache.key), source_fingerprint="abc"))
-    assert cache.is_done("s1", fingerprint("abc"))
-    with caplog.at_level(logging.WARNING):
-        assert not cache.is_done("s1", fingerprint("other"))
-    assert "came from another input" in caplog.text
+    attrs = provenance(cache.key, source_path=str(source), source_fingerprint="abc")
+    path = cache.write(make_slide("s1", n=4, **attrs))
+    assert cache.cached_slide("s1", fingerprint=fingerprint("abc"), source=source).status == "done"
+    # the same source path, another fingerprint: the source was edited -> extract it again
+    edited = cache.cached_slide("s1", fingerprint=fingerprint("new"), source=source)
+    assert edited.status == "redo" and "changed since it was extracted" in edited.reason
+    # another source under the same id: never replaced, the reason names both sources and the fixes
+    other = cache.cached_slide("s1", fingerprint=fingerprint("new"), source=Path("/e/s1.svs"))
+    assert other.status == "conflict"
+    assert "from /d/s1.svs, a different slide than /e/s1.svs" in other.reason
+    assert "--force" in other.reason and "--slide-id-prefix PREFIX" in other.reason
+    # moved but identical (the same fingerprint): still done
+    assert cache.cached_slide("s1", fingerprint=fingerprint("abc"), source=Path("/e/s1.svs")).status == "done"
+    with h5py.File(path, "r+") as f:  # another finite value
+        f["features"][0, 0] += 1
+    corrupt = cache.cached_slide("s1", fingerprint=fingerprint("abc"), source=source)
+    assert corrupt.status == "redo" and corrupt.reason.startswith("s1.h5 is corrupt (features: checksum mismatch")
     write_slide(cache.directory, make_slide("s2", **provenance("ffffffffffff"), source_fingerprint="abc"))
-    assert not cache.is_done("s2", fingerprint("abc"))  # another cache's key
+    assert cache.cached_slide("s2", fingerprint=fingerprint("abc"), source=source).status == "redo"  # another key
     assert cache.n_patches("s1") == 4 and cache.n_patches("absent") == 0
     with pytest.raises(CacheError, match="cannot name a cache file"):
-        cache.is_done(".hidden", fingerprint("abc"))
+        cache.cached_slide(".hidden", fingerprint=fingerprint("abc"), source=source)
+
+
+def test_a_vanished_cache_folder_is_reported_and_not_made_again(tmp_path: Path) -> None:
+    cache = create(tmp_path)
+    shutil.rmtree(cache.directory)
+    for attempt in (lambda: cache.lock("s1"), lambda: cache.write(make_slide("s1", **provenance(cache.key))),
+                    lambda: cache.record([ManifestRow(slide_id="s1", status="ok", n_patches=1)])):
+        with pytest.raises(StorageError, match=r"the cache folder no longer exists \(ENOENT\)"):
+            attempt()
+    assert not cache.directory.exists()
 
 
 def test_write_uses_the_directory_format_and_dtype(tmp_path: Path) -> None:

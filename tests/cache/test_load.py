@@ -12,9 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from balnmp_cache.cache import ManifestRow, load_cache, read_slide, update_manifest, write_slide
-from balnmp_cache.cache import resolve_cache_dir
-from balnmp_cache.errors import CacheError
+from balnmp_cache.cache import ManifestRow, load_cache, read_slide, resolve_cache_dir, update_manifest, write_slide
+from balnmp_cache.errors import CacheError, CorruptCacheError
 from balnmp_cache.progress import ProgressEvent
 
 from .conftest import make_slide, provenance
@@ -63,11 +62,24 @@ def test_load_skips_incomplete_files_with_a_warning(
     cache_dir = build_cache()
     with h5py.File(cache_dir / "s2.h5", "r+") as f:
         del f.attrs["complete"]
-    (cache_dir / "s4.h5").write_bytes(b"not hdf5 at all")
     with caplog.at_level(logging.WARNING):
         cache = load_cache(cache_dir)
     assert cache.slide_ids == ["s1", "s3"]
-    assert "s2.h5 (incomplete" in caplog.text and "s4.h5" in caplog.text
+    assert "s2.h5 (incomplete" in caplog.text
+
+
+def test_load_refuses_unreadable_and_damaged_files_naming_each(build_cache: Callable[..., Path]) -> None:
+    cache_dir = build_cache({"s1": 5, "s2": 7, "s3": 3})
+    (cache_dir / "s4.h5").write_bytes(b"not hdf5 at all")
+    with h5py.File(cache_dir / "s2.h5", "r+") as f:  # another finite value: only the checksum tells
+        f["coords"][0, 0] += 1
+    with pytest.raises(CorruptCacheError) as caught:
+        load_cache(cache_dir)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{cache_dir} is corrupt: 2 slides are unreadable or damaged")
+    assert "slide 's2' (s2.h5: coords: checksum mismatch" in message
+    assert "slide 's4' (s4.h5: cannot be opened as HDF5" in message
+    assert message.endswith("delete s2.h5, s4.h5 and re-run extract: it extracts missing slides again")
 
 
 def test_load_refuses_mixed_provenance_naming_the_files(build_cache: Callable[..., Path]) -> None:

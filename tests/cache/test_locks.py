@@ -92,19 +92,21 @@ HANG_BEFORE_RENAME = """
         time.sleep(120)
     os.replace = hang
 """
-HANG_BEFORE_COMPLETE_FLAG = """
-    import time, h5py
-    def hang(self, *args, **kwargs):
+HANG_HALF_WRITTEN = """
+    import os, time
+    real_write = os.write
+    def hang(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
         print("READY", flush=True)
         time.sleep(120)
-    h5py.File.flush = hang
+    os.write = hang
 """
 HANG_IN_ZARR_WRITE = """
-    import time, balnmp_cache.cache.zarr_store as zs
+    import time, balnmp_cache.cache.files as files
     def hang(path):
         print("READY", flush=True)
         time.sleep(120)
-    zs.fsync_tree = hang
+    files.fsync_dir = hang
 """
 
 
@@ -112,10 +114,10 @@ HANG_IN_ZARR_WRITE = """
     ("format", "hang", "temp_has_flag"),
     [
         ("hdf5", HANG_BEFORE_RENAME, True),
-        ("hdf5", HANG_BEFORE_COMPLETE_FLAG, False),
+        ("hdf5", HANG_HALF_WRITTEN, False),
         ("zarr", HANG_IN_ZARR_WRITE, True),
     ],
-    ids=["hdf5-before-rename", "hdf5-before-complete-flag", "zarr-before-rename"],
+    ids=["hdf5-before-rename", "hdf5-half-written", "zarr-before-rename"],
 )
 def test_crashed_writer_leaves_only_a_temporary_that_is_cleaned(
     tmp_path: Path, format: str, hang: str, temp_has_flag: bool

@@ -63,7 +63,10 @@ def test_each_planted_problem_is_found_in_its_file(build_cache: Callable[..., Pa
     problems = verify_cache(cache_dir)
     assert snapshot(cache_dir) == before, "verify_cache modified the cache"
     assert all(isinstance(p.path, Path) and str(p).startswith(str(p.path)) for p in problems)
-    assert problems_of(problems, cache_dir / "s1.h5") == ["1 NaN/inf feature values in 1 patch(es), first rows [2]"]
+    fix = "the file is corrupt; delete it and re-run extract, or re-extract it with --force"
+    s1 = problems_of(problems, cache_dir / "s1.h5")
+    assert len(s1) == 2 and s1[0].startswith("features: checksum mismatch (stored crc32 ") and s1[0].endswith(fix)
+    assert s1[1] == f"1 NaN/inf feature values in 1 patch(es), first rows [2]: {fix}"
     assert problems_of(problems, cache_dir / "s2.h5") == ["region_id has shape (3,); expected (7,)"]
     assert problems_of(problems, cache_dir / "s3.h5") == [
         "incomplete: no complete flag (its writer stopped); delete it and re-run extract"

@@ -66,7 +66,8 @@ def test_bcnb_root_loads_with_splits_and_normalised_columns(tmp_path):
 
 @pytest.mark.parametrize(
     ("task", "expected"),
-    [(0, {"1": 0, "2": 1, "3": 1}), (1, {"2": 0, "3": 1}), (2, {"1": 0, "2": 1, "3": 2}), (3, {"1": 0, "2": 1}), (4, {"1": 0, "3": 1})],
+    [(0, {"1": 0, "2": 1, "3": 1}), (1, {"2": 0, "3": 1}), (2, {"1": 0, "2": 1, "3": 2}), (3, {"1": 0, "2": 1}),
+     (4, {"1": 0, "3": 1})],
 )
 def test_task_labels_follow_official_numbering(tmp_path, task, expected):
     cohort = load_cohort(write_bcnb(tmp_path / "bcnb", bcnb_frame()))
@@ -95,7 +96,7 @@ def test_bad_rows_are_all_listed_in_one_error(tmp_path):
     with pytest.raises(CohortError) as info:
         load_cohort(csv)
     message = str(info.value)
-    assert "row 3 (patient 2): age is blank" in message
+    assert "age is blank" not in message  # a blank matters only where clinical data is used (fit_clinical)
     assert "row 5 (patient 4): age is non-numeric 'fifty'" in message
     assert "row 6 (patient 5): ER value 'Equivocal'" in message
     assert "rows 2, 8: duplicate patient id '1'" in message
@@ -116,7 +117,7 @@ def test_csv_with_own_column_names_and_split(tmp_path):
 
 def test_patient_in_two_split_files_is_an_error(tmp_path):
     root = write_bcnb(tmp_path / "bcnb", bcnb_frame(), {"train": [1, 2, 3, 4, 5, 6, 7], "val": [7, 8], "test": [9, 10]})
-    with pytest.raises(CohortError, match="patient 7 is in both train_id.txt and val_id.txt"):
+    with pytest.raises(CohortError, match=r"patient 7 is in both train_id\.txt and val_id\.txt"):
         load_cohort(root)
 
 
@@ -161,7 +162,8 @@ def test_missing_clinical_columns_say_how_to_proceed(tmp_path):
 def test_kfold_is_stratified_persisted_and_reused(tmp_path):
     csv = tmp_path / "c.csv"
     n = 40
-    pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "aln_status": ["N0", "N+(1-2)"] * (n // 2)}).to_csv(csv, index=False)
+    frame = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "aln_status": ["N0", "N+(1-2)"] * (n // 2)})
+    frame.to_csv(csv, index=False)
     cohort = load_cohort(csv)
     labels = cohort.labels(TASKS[0])
     splits_file = tmp_path / "splits.csv"
@@ -194,7 +196,7 @@ def test_official_json_gives_splits_labels_and_bags(tmp_path):
 def test_official_json_patient_in_two_splits_is_an_error(tmp_path):
     for split, pid in [("train", "1"), ("val", "1"), ("test", "2")]:
         (tmp_path / f"{split}-type-3.json").write_text(json.dumps([{"id": pid, "label": "0", "patch_paths": []}]))
-    with pytest.raises(CohortError, match="patient 1 is in both train-type-3.json and val-type-3.json"):
+    with pytest.raises(CohortError, match=r"patient 1 is in both train-type-3\.json and val-type-3\.json"):
         load_official_bags(tmp_path, 3)
 
 

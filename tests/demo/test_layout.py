@@ -58,7 +58,7 @@ def test_overhang_puts_vertices_past_the_left_border() -> None:
     layout = plan_slide(np.random.default_rng(3), n_target=20, high_grade_fraction=0.0, overhang=True)
     assert layout.regions[0][:, 0].min() < 0
     assert len(layout.fields) == 0
-    assert 10 <= layout.n_patches
+    assert layout.n_patches >= 10
 
 
 def test_pyramid_downsamples() -> None:

@@ -129,7 +129,7 @@ def test_shape_mismatch_is_an_encoder_error(tmp_path):
     state["conv1.weight"] = torch.zeros(32, 3, 7, 7)
     path = tmp_path / "bad_shape.pt"
     torch.save(state, path)
-    with pytest.raises(EncoderError, match="conv1.weight"):
+    with pytest.raises(EncoderError, match=r"conv1\.weight"):
         create_encoder("resnet18", weights=path)
 
 

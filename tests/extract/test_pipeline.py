@@ -200,17 +200,31 @@ def test_precision_is_recorded_and_part_of_the_key(small_cohort, tmp_path):
     assert cosine.min() > 0.99
 
 
-def test_a_changed_input_under_the_same_slide_id_is_extracted_again(small_cohort, tmp_path, caplog):
-    first = run_extract(config([small_cohort / "WSIs" / "1.jpg"], tmp_path / "cache"))
+def test_an_edited_source_is_extracted_again_and_another_slide_of_the_same_id_is_refused(
+    small_cohort, tmp_path, caplog
+):
+    slide = small_cohort / "WSIs" / "1.jpg"
+    first = run_extract(config([slide], tmp_path / "cache"))
+    shutil.copy(small_cohort / "WSIs" / "2.jpg", slide)  # the same path, another image: the source was edited
+    (small_cohort / "WSIs" / "1.json").unlink()
+    again = run_extract(config([slide], tmp_path / "cache"))
+    assert again.cache_dir == first.cache_dir and again.n_skipped == 0 and again.n_ok == 1
+    assert "changed since it was extracted; extracting it again" in caplog.text
+    sf = read_slide(again.cache_dir / "1.h5")
+    assert sf.attrs["source_path"] == str(slide) and (sf.region_id == -1).all()
+    assert run_extract(config([slide], tmp_path / "cache")).n_skipped == 1  # unchanged: reused
+
     other = tmp_path / "other"
     other.mkdir()
-    shutil.copy(small_cohort / "WSIs" / "2.jpg", other / "1.jpg")  # another image, same id, no annotation
-    again = run_extract(config([other / "1.jpg"], tmp_path / "cache"))
-    assert again.cache_dir == first.cache_dir and again.n_skipped == 0 and again.n_ok == 1
-    assert "extracting again" in caplog.text
-    sf = read_slide(again.cache_dir / "1.h5")
-    assert sf.attrs["source_path"] == str(other / "1.jpg") and (sf.region_id == -1).all()
-    assert run_extract(config([other / "1.jpg"], tmp_path / "cache")).n_skipped == 1  # unchanged: reused
+    shutil.copy(small_cohort / "WSIs" / "2.jpg", other / "1.jpg")
+    Image.open(other / "1.jpg").rotate(90, expand=True).save(other / "1.jpg")  # another slide, the same id
+    before = ((again.cache_dir / "1.h5").read_bytes(), (again.cache_dir / "manifest.csv").read_bytes())
+    refused = run_extract(config([other / "1.jpg"], tmp_path / "cache"))
+    assert (refused.n_ok, refused.n_failed, refused.exit_code) == (0, 1, 1)
+    (row,) = refused.rows
+    assert row.status == "failed"
+    assert f"already in the cache from {slide}, a different slide than {other / '1.jpg'}" in row.reason
+    assert ((again.cache_dir / "1.h5").read_bytes(), (again.cache_dir / "manifest.csv").read_bytes()) == before
 
 
 def test_hidden_files_are_ignored_and_unsupported_formats_get_a_row(small_cohort, tmp_path):

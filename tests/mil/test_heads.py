@@ -258,7 +258,7 @@ def test_register_head_refuses_capabilities_that_disagree(monkeypatch):
     with pytest.raises(ValueError, match="closed_form head is fitted on one input per patient"):
         register_head("closed_reader")(ClosedButReading)
     catalog.add(catalog.HeadSpec("declared", needs_clinical=True, module=Pooled.__module__))
-    with pytest.raises(ValueError, match="declares .*needs_clinical=False.* but the catalog lists"):
+    with pytest.raises(ValueError, match=r"declares .*needs_clinical=False.* but the catalog lists"):
         register_head("declared")(Pooled)  # a built-in declaration the class does not live up to
     assert "closed_reader" not in list_heads()
 
@@ -266,6 +266,7 @@ def test_register_head_refuses_capabilities_that_disagree(monkeypatch):
 def test_default_loss_is_cross_entropy_and_only_closed_form_heads_fit_in_closed_form():
     head = _head("mean", 0)
     logits, target, weight = torch.randn(4, C), torch.tensor([0, 1, 2, 1]), torch.tensor([1.0, 2.0, 0.5])
-    torch.testing.assert_close(head.loss(logits, target, weight), torch.nn.functional.cross_entropy(logits, target, weight=weight))
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weight)
+    torch.testing.assert_close(head.loss(logits, target, weight), expected)
     with pytest.raises(TypeError, match="epoch by epoch"):
         head.fit_closed_form(torch.zeros(4, 1, D), None, target, torch.ones(4), weight_decay=0.0)

@@ -199,7 +199,7 @@ def test_unreadable_checkpoints(tmp_path):
         load_official_head(tmp_path / "absent.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="garbage.pth"):
+    with pytest.raises(ConfigError, match=r"garbage\.pth"):
         load_official_head(garbage)
     with pytest.raises(ConfigError, match="no tensors"):
         load_official_head({"epoch": 3})

@@ -41,8 +41,8 @@ def test_geojson_feature_collection_multipolygon_and_holes(tmp_path: Path) -> No
         "features": [
             _feature([square, hole], properties={"classification": {"name": "Tumor"}}),
             _feature([[3, 3]], kind="Point"),
-            _feature([[[[20, 20], [30, 20], [30, 30], [20, 20]]], [[[40, 40], [50, 40], [50, 50], [40, 40]]]], kind="MultiPolygon",
-                     properties={"name": "pair"}),
+            _feature([[[[20, 20], [30, 20], [30, 30], [20, 20]]], [[[40, 40], [50, 40], [50, 50], [40, 40]]]],
+                     kind="MultiPolygon", properties={"name": "pair"}),
         ],
     }
     path = tmp_path / "s.geojson"

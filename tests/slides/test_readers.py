@@ -93,8 +93,12 @@ def test_preferred_backend_is_cucim_for_tiled_tiff(pyramid_tiff: Path) -> None:
 
 def test_aperio_description_mpp_not_cucims(tmp_path: Path) -> None:
     """cuCIM reports 1.0 for SVS; MPP and AppMag must come from the Aperio description."""
-    description = "Aperio Image Library v12.0.15\r\n512x384 [0,0 512x384] (128x128) JPEG/RGB Q=95|AppMag = 40|MPP = 0.2520"
-    path = write_pyramid_tiff(tmp_path / "aperio.svs", tissue_image(512, 384), levels=2, mpp=None, description=description)
+    description = (
+        "Aperio Image Library v12.0.15\r\n512x384 [0,0 512x384] (128x128) JPEG/RGB Q=95|AppMag = 40|MPP = 0.2520"
+    )
+    path = write_pyramid_tiff(
+        tmp_path / "aperio.svs", tissue_image(512, 384), levels=2, mpp=None, description=description
+    )
     with open_slide(path) as reader:
         assert reader.backend == "cucim"
         assert reader.mpp == pytest.approx(0.252)
@@ -143,12 +147,12 @@ def test_truncated_tiff_is_a_slide_error(pyramid_tiff: Path, tmp_path: Path, fra
     data = pyramid_tiff.read_bytes()
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(SlideError, match="truncated|not a readable TIFF|no readable TIFF"):
+    with pytest.raises(SlideError, match=r"truncated|not a readable TIFF|no readable TIFF"):
         open_slide(truncated)
 
 
 def test_unknown_backend_and_suffix_and_missing_file(pyramid_tiff: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown slide reader backend 'vips'.*cucim, openslide, tiffslide, pil"):
+    with pytest.raises(ConfigError, match=r"unknown slide reader backend 'vips'.*cucim, openslide, tiffslide, pil"):
         open_slide(pyramid_tiff, backend="vips")
     odd = tmp_path / "slide.xyz"
     odd.write_bytes(b"nothing")

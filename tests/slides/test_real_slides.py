@@ -26,7 +26,7 @@ DICOM_NONCONFORMANT = "wsi/dicom_tcga_pathml/small_dicom.dcm"
 SAMPLES = "balnmp_samples/N_plus_gt2"
 
 
-def _region(reader, xy=(800, 1200), size=(96, 80)) -> np.ndarray:  # noqa: ANN001
+def _region(reader, xy=(800, 1200), size=(96, 80)) -> np.ndarray:
     return reader.read_region(xy, 0, size).astype(np.int16)
 
 
@@ -56,7 +56,7 @@ def test_jpeg2000_svs_reads_like_tiffslide_and_has_no_mpp() -> None:
         np.testing.assert_array_equal(reader.read_region((2000, 1500), 0, (128, 128)), expected[0])
         np.testing.assert_array_equal(reader.read_region((1000, 800), 1, (64, 64)), expected[1])
         assert expected[0].std() > 10  # real tissue, not a blank tile
-        with pytest.raises(SlideError, match="target MPP 0.5 asked for but .* has no MPP metadata; pass --slide-mpp"):
+        with pytest.raises(SlideError, match=r"target MPP 0\.5 asked for but .* has no MPP metadata; pass --slide-mpp"):
             plan_resolution(reader, patch_px=256, target_mpp=0.5)
         plan = plan_resolution(reader, patch_px=256, target_mpp=0.5, slide_mpp=0.25)
     assert (plan.read_level, plan.patch_level0_px, plan.read_px, plan.mpp_source) == (1, 512, 256, "override")
@@ -71,7 +71,7 @@ def test_ome_tiff_via_tiffslide_and_cucim_colours_rejected() -> None:
         import tifffile
 
         np.testing.assert_array_equal(reader.read_region((0, 0), 0, (1101, 1101)), tifffile.imread(path))
-    with pytest.raises(SlideError, match="cucim: .*differ from tifffile"):
+    with pytest.raises(SlideError, match=r"cucim: .*differ from tifffile"):
         open_slide(path, backend="cucim")
     with pytest.raises(SlideError, match="openslide"):
         open_slide(path, backend="openslide")
@@ -134,7 +134,9 @@ def test_balnmp_sample_crops_reproduce_the_published_patch_counts(crop: str, exp
         width, height = reader.dimensions
         whole = Region(0, "crop", np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64))
         pid = path.stem.split("_")[0]
-        candidates = region_candidates([whole], slide_id=pid, patch_px=256, patch_level0_px=256, read_level=0, read_px=256)
+        candidates = region_candidates(
+            [whole], slide_id=pid, patch_px=256, patch_level0_px=256, read_level=0, read_px=256
+        )
         patches = reader.read_regions([tuple(xy) for xy in candidates.level0_xy], 0, (256, 256))
     assert len(candidates) == -(-width // 256) * -(-height // 256)
     assert all(key.startswith(f"patches/{pid}/{pid}_0_") for key in candidates.patch_key)

@@ -18,9 +18,12 @@ def quarter_micron(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("target", "level", "level0_px", "read_px"),
-    [(None, 0, 256, 256), (0.25, 0, 256, 256), (0.5, 1, 512, 256), (1.0, 2, 1024, 256), (0.75, 1, 768, 384), (2.0, 2, 2048, 512)],
+    [(None, 0, 256, 256), (0.25, 0, 256, 256), (0.5, 1, 512, 256), (1.0, 2, 1024, 256), (0.75, 1, 768, 384),
+     (2.0, 2, 2048, 512)],
 )
-def test_target_mpp_picks_the_level(quarter_micron: Path, target: float | None, level: int, level0_px: int, read_px: int) -> None:
+def test_target_mpp_picks_the_level(
+    quarter_micron: Path, target: float | None, level: int, level0_px: int, read_px: int
+) -> None:
     with open_slide(quarter_micron) as reader:
         plan = plan_resolution(reader, patch_px=256, target_mpp=target)
     assert (plan.read_level, plan.patch_level0_px, plan.read_px) == (level, level0_px, read_px)
@@ -42,9 +45,10 @@ def test_override_and_missing_mpp(tmp_path: Path) -> None:
     with open_slide(path) as reader:
         native = plan_resolution(reader, patch_px=128)
         assert (native.mpp, native.mpp_source, native.magnification, native.read_level) == (None, "none", None, 0)
-        with pytest.raises(SlideError, match=r"target MPP 0.5 asked for but none.tif has no MPP metadata; pass --slide-mpp"):
+        no_mpp = r"target MPP 0.5 asked for but none.tif has no MPP metadata; pass --slide-mpp"
+        with pytest.raises(SlideError, match=no_mpp):
             plan_resolution(reader, patch_px=128, target_mpp=0.5)
-        with pytest.raises(SlideError, match="magnification 20x .* pass --slide-mpp"):
+        with pytest.raises(SlideError, match=r"magnification 20x .* pass --slide-mpp"):
             plan_resolution(reader, patch_px=128, magnification=20)
         plan = plan_resolution(reader, patch_px=128, target_mpp=0.5, slide_mpp=0.25)
     assert (plan.mpp_source, plan.read_level, plan.patch_level0_px, plan.read_px) == ("override", 1, 256, 128)
@@ -52,7 +56,7 @@ def test_override_and_missing_mpp(tmp_path: Path) -> None:
 
 def test_invalid_targets(quarter_micron: Path) -> None:
     with open_slide(quarter_micron) as reader:
-        with pytest.raises(ConfigError, match="either target_mpp .* or magnification"):
+        with pytest.raises(ConfigError, match=r"either target_mpp .* or magnification"):
             plan_resolution(reader, patch_px=256, target_mpp=0.5, magnification=20)
         with pytest.raises(ConfigError, match="target_mpp must be positive"):
             plan_resolution(reader, patch_px=256, target_mpp=-1.0)

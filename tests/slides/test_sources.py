@@ -63,7 +63,8 @@ def test_precut_patches_one_job_per_patient(tmp_path: Path) -> None:
     for source in (tmp_path / "data", tmp_path / "data" / "patches"):
         jobs = resolve_sources([source])
         assert [(j.slide_id, j.kind) for j in jobs] == [("8", "patches"), ("71", "patches")]
-        assert [f.name for f in jobs[1].patch_files] == ["71_0_0_0.jpg", "71_0_256_0.jpg", "71_0_0_256.jpg", "71_1_0_256.jpg"]
+        names = ["71_0_0_0.jpg", "71_0_256_0.jpg", "71_0_0_256.jpg", "71_1_0_256.jpg"]
+        assert [f.name for f in jobs[1].patch_files] == names
         assert [f.name for f in jobs[0].patch_files] == ["8_2_512_0.jpg"]
     assert patch_key(jobs[1].patch_files[3]) == "patches/71/71_1_0_256.jpg"
     assert parse_patch_name(jobs[1].patch_files[3]) == ("71", 1, 0, 256)
@@ -92,10 +93,12 @@ def test_manifest_csv(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("path,patient_id\nslides/s1.svs,P\n", "lacks column.*slide_path.*it has path, patient_id"),
-        ("slide_path,patient_id\nslides/s1.svs,P\nslides/missing.svs,Q\n", r"line 3: slide_path 'slides/missing.svs' does not exist"),
+        ("slide_path,patient_id\nslides/s1.svs,P\nslides/missing.svs,Q\n",
+         r"line 3: slide_path 'slides/missing.svs' does not exist"),
         ("slide_path,patient_id\nslides/s1.svs,\n", "line 2: slide_path and patient_id must not be empty"),
         ("slide_path,patient_id,mpp\nslides/s1.svs,P,-3\n", "line 2: mpp must be a positive number"),
-        ("slide_path,patient_id,annotation_path\nslides/s1.svs,P,nope.json\n", "line 2: annotation_path 'nope.json' does not exist"),
+        ("slide_path,patient_id,annotation_path\nslides/s1.svs,P,nope.json\n",
+         "line 2: annotation_path 'nope.json' does not exist"),
         ("slide_path,patient_id\n", "has no rows"),
     ],
 )

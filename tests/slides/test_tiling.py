@@ -52,9 +52,10 @@ def official_patches(image: np.ndarray, polygons: list[np.ndarray], pid: str, si
     return kept
 
 
-def ours(slide: Path, annotation: Path, pid: str, size: int, max_blank: float, **kwargs) -> tuple[dict, list[str]]:  # noqa: ANN003
+def ours(slide: Path, annotation: Path, pid: str, size: int, max_blank: float, **kwargs) -> tuple[dict, list[str]]:
     with open_slide(slide) as reader:
-        regions, warnings = clip_regions(load_regions(annotation), width=reader.dimensions[0], height=reader.dimensions[1])
+        width, height = reader.dimensions
+        regions, warnings = clip_regions(load_regions(annotation), width=width, height=height)
         candidates = region_candidates(
             regions, slide_id=pid, patch_px=size, patch_level0_px=size, read_level=0, read_px=size, **kwargs
         )
@@ -96,7 +97,7 @@ def bcnb_slide(tmp_path: Path) -> tuple[Path, Path, np.ndarray, list[np.ndarray]
 
 
 @pytest.mark.parametrize("max_blank", [0.3, 0.05, 1.0])
-def test_region_grid_matches_the_official_rule(bcnb_slide, max_blank: float) -> None:  # noqa: ANN001
+def test_region_grid_matches_the_official_rule(bcnb_slide, max_blank: float) -> None:
     slide, annotation, decoded, clipped = bcnb_slide
     expected = official_patches(decoded, clipped, "42", SIZE, max_blank)
     got, warnings = ours(slide, annotation, "42", SIZE, max_blank)
@@ -108,11 +109,12 @@ def test_region_grid_matches_the_official_rule(bcnb_slide, max_blank: float) -> 
         np.testing.assert_array_equal(got[key][0], patch, err_msg=key)
 
 
-def test_prefilter_skips_reads_but_keeps_the_same_patches(bcnb_slide) -> None:  # noqa: ANN001
+def test_prefilter_skips_reads_but_keeps_the_same_patches(bcnb_slide) -> None:
     slide, annotation, _, _ = bcnb_slide
-    with open_slide(slide) as reader:
-        regions, _ = clip_regions(load_regions(annotation), width=300, height=200)
-    everything = region_candidates(regions, slide_id="42", patch_px=SIZE, patch_level0_px=SIZE, read_level=0, read_px=SIZE)
+    regions, _ = clip_regions(load_regions(annotation), width=300, height=200)
+    everything = region_candidates(
+        regions, slide_id="42", patch_px=SIZE, patch_level0_px=SIZE, read_level=0, read_px=SIZE
+    )
     fewer = region_candidates(
         regions, slide_id="42", patch_px=SIZE, patch_level0_px=SIZE, read_level=0, read_px=SIZE, max_outside=0.3
     )
@@ -123,10 +125,12 @@ def test_prefilter_skips_reads_but_keeps_the_same_patches(bcnb_slide) -> None:  
     assert sorted(full) == sorted(pre)
 
 
-def test_candidates_layout_and_masks(bcnb_slide) -> None:  # noqa: ANN001
-    slide, annotation, _, _ = bcnb_slide
+def test_candidates_layout_and_masks(bcnb_slide) -> None:
+    _, annotation, _, _ = bcnb_slide
     regions, _ = clip_regions(load_regions(annotation), width=300, height=200)
-    candidates = region_candidates(regions, slide_id="42", patch_px=SIZE, patch_level0_px=SIZE, read_level=0, read_px=SIZE)
+    candidates = region_candidates(
+        regions, slide_id="42", patch_px=SIZE, patch_level0_px=SIZE, read_level=0, read_px=SIZE
+    )
     n = len(candidates)
     assert candidates.level0_xy.shape == (n, 2) and candidates.level0_xy.dtype == np.int64
     assert candidates.region_id.shape == (n,) and candidates.region_id.dtype == np.int32
@@ -134,17 +138,20 @@ def test_candidates_layout_and_masks(bcnb_slide) -> None:  # noqa: ANN001
     assert len(set(candidates.patch_key)) == n
     # the 70 px square at (130, 100): a 3 x 3 grid; the inner cell is fully inside, the last column 6 px wide
     square = [i for i in range(n) if candidates.region_id[i] == 1]
-    assert [tuple(candidates.level0_xy[i]) for i in square] == [(130 + x, 100 + y) for y in (0, 32, 64) for x in (0, 32, 64)]
+    grid = [(130 + x, 100 + y) for y in (0, 32, 64) for x in (0, 32, 64)]
+    assert [tuple(candidates.level0_xy[i]) for i in square] == grid
     assert candidates.masks.get(square[0]) is None
     corner = candidates.masks.get(square[-1])
     assert corner.shape == (SIZE, SIZE) and corner.sum() == 6 * 6 and corner[:6, :6].all()
     assert candidates.masks.bits.shape[1] == SIZE * SIZE // 8
 
 
-def test_downsampled_grid_uses_level0_offsets_and_resized_masks(bcnb_slide) -> None:  # noqa: ANN001
+def test_downsampled_grid_uses_level0_offsets_and_resized_masks(bcnb_slide) -> None:
     _, annotation, _, _ = bcnb_slide
     regions, _ = clip_regions(load_regions(annotation), width=300, height=200)
-    candidates = region_candidates(regions[1:2], slide_id="42", patch_px=16, patch_level0_px=32, read_level=1, read_px=16)
+    candidates = region_candidates(
+        regions[1:2], slide_id="42", patch_px=16, patch_level0_px=32, read_level=1, read_px=16
+    )
     assert candidates.patch_level0_px == 32 and candidates.read_level == 1 and candidates.read_px == 16
     assert candidates.patch_key[1] == "patches/42/42_1_32_0.jpg"
     mask = candidates.masks.get(len(candidates) - 1)

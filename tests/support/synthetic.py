@@ -98,7 +98,13 @@ def make_study(
         slides_per_patient: slides each patient's patches are spread over (``<pid>`` or ``<pid>_<k>``).
     """
     from balnmp_cache.cache import (
-        ManifestRow, SlideFeatures, cache_dir_name, cache_key, update_manifest, write_cache_json, write_slide,
+        ManifestRow,
+        SlideFeatures,
+        cache_dir_name,
+        cache_key,
+        update_manifest,
+        write_cache_json,
+        write_slide,
     )
 
     rng = np.random.default_rng(seed)
@@ -145,8 +151,8 @@ def _write_cohort(path: Path, patient_ids: list[str], status: list[str], splits:
     for st in _STATUSES:
         idx = np.flatnonzero(np.asarray(status) == st)
         idx = idx[rng.permutation(len(idx))]
-        n_train = int(round(splits[0] * len(idx)))
-        n_val = int(round(splits[1] * len(idx)))
+        n_train = round(splits[0] * len(idx))
+        n_val = round(splits[1] * len(idx))
         split[idx[:n_train]] = "train"
         split[idx[n_train : n_train + n_val]] = "val"
         split[idx[n_train + n_val :]] = "test"

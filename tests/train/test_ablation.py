@@ -23,7 +23,7 @@ def _grid(path: Path, body: str) -> Path:
     return path
 
 
-def _study_grid(path: Path, study, out: Path, grid: str, base: str = "epochs = 2\nlr = 2e-3\n") -> Path:  # noqa: ANN001
+def _study_grid(path: Path, study, out: Path, grid: str, base: str = "epochs = 2\nlr = 2e-3\n") -> Path:
     """A grid file training on the synthetic ``study`` on one CPU thread; ``base`` and ``grid`` are TOML lines."""
     return _grid(path, f"""
 out = "{out}"
@@ -55,7 +55,8 @@ bags_per_slide = ["auto", 4]
 seed = [0, 1]
 """))
     runs = expand_grid(grid)
-    assert len(runs) == 2 * 2 * 2 * 2 * 2 + 2 * 2  # caches x heads x image variants x M x seeds + clinical-only per M x seed
+    # caches x heads x image variants x M x seeds, + clinical-only per M x seed
+    assert len(runs) == 2 * 2 * 2 * 2 * 2 + 2 * 2
     assert len({r.name for r in runs}) == len(runs)
     only = [r for r in runs if r.variant == "clinical_only"]
     assert len(only) == 4

@@ -28,13 +28,13 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def _edited(study, tmp_path: Path, edit) -> Path:  # noqa: ANN001
+def _edited(study, tmp_path: Path, edit) -> Path:
     rows = _rows(study.cohort_csv)
     edit(rows)
     return _write(tmp_path / "cohort.csv", rows)
 
 
-def _fails_before_training(study, tmp_path: Path, cohort: Path, match: str, *, cache: Path | None = None) -> str:  # noqa: ANN001
+def _fails_before_training(study, tmp_path: Path, cohort: Path, match: str, *, cache: Path | None = None) -> str:
     out = tmp_path / "run"
     cfg = train_config(study, out, cohort=cohort, **({"cache": cache} if cache else {}))
     with pytest.raises(CohortError, match=match) as info:
@@ -55,14 +55,16 @@ def test_non_numeric_age_names_the_value(study, tmp_path):
     def edit(rows):
         rows[0]["age"] = "sixty"
 
-    _fails_before_training(study, tmp_path, _edited(study, tmp_path, edit), r"row 2 \(patient 1\): age is non-numeric 'sixty'")
+    cohort = _edited(study, tmp_path, edit)
+    _fails_before_training(study, tmp_path, cohort, r"row 2 \(patient 1\): age is non-numeric 'sixty'")
 
 
 def test_unknown_receptor_value(study, tmp_path):
     def edit(rows):
         rows[2]["her2"] = "Equivocal"
 
-    _fails_before_training(study, tmp_path, _edited(study, tmp_path, edit), r"row 4 \(patient 3\): HER2 value 'Equivocal'")
+    cohort = _edited(study, tmp_path, edit)
+    _fails_before_training(study, tmp_path, cohort, r"row 4 \(patient 3\): HER2 value 'Equivocal'")
 
 
 def test_duplicate_patient_id(study, tmp_path):
@@ -101,10 +103,10 @@ def test_missing_features_are_explained_by_the_manifest(study, tmp_path):
 
 
 def test_clinical_only_head_without_clinical_data_is_a_config_error(study, tmp_path):
-    with pytest.raises(ConfigError, match="clinical_only.*--clinical"):
+    with pytest.raises(ConfigError, match=r"clinical_only.*--clinical"):
         run_train(train_config(study, tmp_path / "run", head="clinical_only", clinical=False))
 
 
 def test_unknown_head_is_a_config_error(study, tmp_path):
-    with pytest.raises(ConfigError, match="unknown MIL head 'transmil'.*balnmp"):
+    with pytest.raises(ConfigError, match=r"unknown MIL head 'transmil'.*balnmp"):
         run_train(train_config(study, tmp_path / "run", head="transmil"))

@@ -60,7 +60,10 @@ def test_short_patients_get_one_padded_bag_with_a_mask():
 
 def test_bags_are_redrawn_every_epoch_and_equal_for_the_same_seed_and_epoch():
     pr = rows_fixture()
-    draw = lambda seed, epoch: sample_bags(pr, np.arange(6), bag_size=10, bags_per_patient=None, rng=epoch_rng(seed, epoch))  # noqa: E731
+
+    def draw(seed, epoch):
+        return sample_bags(pr, np.arange(6), bag_size=10, bags_per_patient=None, rng=epoch_rng(seed, epoch))
+
     a, b, c, d = draw(0, 1), draw(0, 1), draw(0, 2), draw(1, 1)
     assert np.array_equal(a.rows, b.rows)
     assert not np.array_equal(a.rows, c.rows)

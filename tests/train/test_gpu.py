@@ -29,7 +29,8 @@ def test_training_on_the_gpu_learns_and_writes_the_run(study, tmp_path):
     assert info["device"].startswith("cuda")
     pred = pd.read_csv(result.run_dir / "predictions.csv")
     np.testing.assert_allclose(pred[["p_0", "p_1"]].sum(axis=1), 1.0, atol=1e-6)
-    predicted = run_predict(PredictConfig(run_dir=result.run_dir, sources=[study.cache_dir], cohort=study.cohort_csv, top_k=2, out=tmp_path / "p"))
+    predicted = run_predict(PredictConfig(run_dir=result.run_dir, sources=[study.cache_dir], cohort=study.cohort_csv,
+                                          top_k=2, out=tmp_path / "p"))
     assert len(predicted.rows) == len(study.patient_ids)
 
 

@@ -19,7 +19,8 @@ def run(study, tmp_path_factory):
 
 
 def test_predict_on_a_cache_reproduces_the_runs_probabilities(run, study, tmp_path):
-    result = run_predict(PredictConfig(run_dir=run.run_dir, sources=[study.cache_dir.parent], cohort=study.cohort_csv, top_k=3, out=tmp_path / "p"))
+    result = run_predict(PredictConfig(run_dir=run.run_dir, sources=[study.cache_dir.parent], cohort=study.cohort_csv,
+                                       top_k=3, out=tmp_path / "p"))
     assert result.out == tmp_path / "p" and result.classes == ["N0", "N(+)"]
     assert [r.patient_id for r in result.rows] == study.patient_ids
     trained = pd.read_csv(run.run_dir / "predictions.csv", dtype={"patient_id": str}).set_index("patient_id")
@@ -39,15 +40,18 @@ def test_predict_on_a_cache_reproduces_the_runs_probabilities(run, study, tmp_pa
 
 def test_clinical_run_needs_the_cohort(run, study, tmp_path):
     with pytest.raises(ConfigError, match="--cohort"):
-        run_predict(PredictConfig(run_dir=run.run_dir, sources=[study.cache_dir], cohort=None, top_k=2, out=tmp_path / "p"))
+        run_predict(
+            PredictConfig(run_dir=run.run_dir, sources=[study.cache_dir], cohort=None, top_k=2, out=tmp_path / "p")
+        )
 
 
 def test_cache_of_another_encoder_is_refused(run, tmp_path):
     other = make_study(tmp_path / "other", n_patients=4, dim=4, n_patches=[12, 12, 12, 12])
     with pytest.raises(CacheError, match="4-d but the run was trained on 8-d"):
-        run_predict(PredictConfig(run_dir=run.run_dir, sources=[other.cache_dir], cohort=other.cohort_csv, top_k=2, out=tmp_path / "p"))
+        run_predict(PredictConfig(run_dir=run.run_dir, sources=[other.cache_dir], cohort=other.cohort_csv, top_k=2,
+                                  out=tmp_path / "p"))
 
 
 def test_not_a_run_directory(tmp_path, study):
-    with pytest.raises(ConfigError, match="checkpoint.pt is missing"):
+    with pytest.raises(ConfigError, match=r"is not a finished train run \(run\.json is missing or unreadable\)"):
         run_predict(PredictConfig(run_dir=tmp_path, sources=[study.cache_dir], top_k=2))

@@ -1,4 +1,7 @@
-"""``predict`` on slides: extraction with the run's encoder settings, then the run's probabilities (slow: a real CNN)."""
+"""``predict`` on slides: extraction with the run's encoder settings, then the run's probabilities.
+
+Slow: a real CNN.
+"""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def test_runs_sharing_loaded_data_match_runs_that_load_their_own(trained, study,
         for name, kw in (("s_image", {"clinical": False}), ("s_clinical", {}), ("s_only", {"head": "clinical_only"}))
     ]
     assert [r.clinical for r in shared] == [False, True, "only"]
-    assert (tmp_path / "s_clinical" / "predictions.csv").read_bytes() == (trained.run_dir / "predictions.csv").read_bytes()
+    shared_bytes = (tmp_path / "s_clinical" / "predictions.csv").read_bytes()
+    assert shared_bytes == (trained.run_dir / "predictions.csv").read_bytes()
     alone = run_train(train_config(study, tmp_path / "a_image", clinical=False))
     assert (alone.run_dir / "predictions.csv").read_bytes() == (tmp_path / "s_image" / "predictions.csv").read_bytes()
     info = json.loads((tmp_path / "s_only" / "run.json").read_text())
@@ -196,15 +197,15 @@ def test_bf16_on_the_cpu_learns_and_is_deterministic(study, tmp_path):
 
 def test_kfold_splits_are_written_once_and_reused(study, tmp_path):
     splits = tmp_path / "folds.csv"
-    first = run_train(train_config(study, tmp_path / "f0", split="kfold", folds=4, fold=0, splits_file=splits, epochs=1))
+    kfold = {"split": "kfold", "folds": 4, "splits_file": splits, "epochs": 1}
+    first = run_train(train_config(study, tmp_path / "f0", fold=0, **kfold))
     written = splits.read_bytes()
-    second = run_train(train_config(study, tmp_path / "f1", split="kfold", folds=4, fold=1, splits_file=splits, epochs=1,
-                                    optimizer="sgd"))
+    second = run_train(train_config(study, tmp_path / "f1", fold=1, optimizer="sgd", **kfold))
     assert splits.read_bytes() == written
     a, b = _predictions(first.run_dir).set_index("patient_id"), _predictions(second.run_dir).set_index("patient_id")
     assert set(a.index) == set(b.index) == set(study.patient_ids)
     assert set(a.index[a["split"] == "val"]) == set(b.index[b["split"] == "test"])  # fold 1 is val of 0, test of 1
-    assert first.metrics["test"]["n"] + first.metrics["val"]["n"] + first.metrics["train"]["n"] == len(study.patient_ids)
+    assert sum(first.metrics[s]["n"] for s in ("train", "val", "test")) == len(study.patient_ids)
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_path):
@@ -215,12 +216,20 @@ def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_pat
     assert curves["val_auc"].nunique() == 1
 
 
-def test_starting_a_run_removes_the_outputs_of_an_earlier_one(tmp_path):
+def test_a_finished_run_is_kept_unless_forced_and_an_unfinished_one_replaced(study, tmp_path):
     from balnmp_cache import runs
 
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("run.json", "predictions.csv", "attention.csv", "curves.csv"):
+    for name in ("config.toml", "checkpoint.pt", "predictions.csv"):  # an interrupted run: no run.json
         (run / name).write_text("old")
-    runs.start_run(run)
-    assert sorted(p.name for p in run.iterdir()) == []
+    first = run_train(train_config(study, run, epochs=1, clinical=False))
+    assert runs.is_finished(run) and (run / "checkpoint.pt").read_text(errors="replace") != "old"
+    written = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(runs.RunExistsError, match="pass --force"):
+        run_train(train_config(study, run, epochs=1, clinical=False, seed=1))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == written
+    again = run_train(train_config(study, run, epochs=1, clinical=False, seed=1, force=True))
+    assert again.run_dir == first.run_dir and runs.read_run(run).seed == 1
+    assert "force = false" in (run / "config.toml").read_text()  # a saved config never forces
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]
