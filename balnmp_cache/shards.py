@@ -1,67 +1,70 @@
-"""Shard selection: split a run's slides into N disjoint, size-balanced parts (``--shard i/N``).
+"""Splitting a list of work items into N size-balanced shards, the same way in every process.
 
-N processes (or machines) started with ``--shard 1/N`` … ``--shard N/N`` on the same sources and output
-each take one part; together they cover every slide exactly once. The split is deterministic (it depends
-only on the jobs and their weights, never on timing) and balanced by size: slides are assigned largest
-first to the part with the least weight so far (ties to the lowest part), the longest-processing-time
-rule, whose largest part is within 4/3 of the best possible. The weight of a slide is its number of
-pre-cut patch files, else the size of its file(s) on disk.
+``select_shard(items, i, n, weight=...)`` is what lets N processes, or the tasks of a Slurm array
+(``sbatch --array=0-(N-1)``), share a cohort without talking to each other: each one computes the
+same assignment from the same list and keeps its own part. Items are placed heaviest first, each on
+the shard with the least weight so far (longest-processing-time first: no shard exceeds 4/3 of the
+best possible maximum), ties going to the earlier item and the lower shard; so the assignment depends
+only on the items' order and weights, and every item is in exactly one shard.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from balnmp_cache.errors import ConfigError
 
-__all__ = ["job_weight", "select_shard"]
+__all__ = ["parse_shard", "select_shard", "shard_of"]
 
 T = TypeVar("T")
 
 
-def job_weight(job: Any) -> float:
-    """A slide job's expected cost: patch files for pre-cut patches, else bytes of its file or folder."""
-    files = getattr(job, "patch_files", ())
-    if files:
-        return float(len(files))
-    path = Path(job.path)
-    try:
-        if path.is_dir():
-            return float(sum(p.stat().st_size for p in path.iterdir() if p.is_file()))
-        return float(path.stat().st_size)
-    except OSError:
-        return 0.0
-
-
-def select_shard(
-    jobs: Sequence[T], index: int, count: int, *, weight: Callable[[T], float] = job_weight,
-    key: Callable[[T], str] = lambda job: str(getattr(job, "slide_id", job)),
-) -> list[T]:
-    """The jobs of shard ``index`` (1-based) of ``count``, in their input order.
-
-    Args:
-        jobs: every job of the run, identical in every shard's process.
-        index, count: which part (1 <= index <= count) of how many.
-        weight: a job's expected cost (default :func:`job_weight`).
-        key: a stable name breaking ties between equal weights (default the slide id).
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
 
     Raises:
-        ConfigError: ``index`` outside 1..``count``.
+        ConfigError: not of that form (the message shows one that is).
     """
-    if count < 1 or not 1 <= index <= count:
-        raise ConfigError(f"shard {index}/{count} is not i/N with 1 <= i <= N; change --shard")
-    if count == 1:
-        return list(jobs)
-    weights = [float(weight(job)) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: (-weights[i], key(jobs[i])))
-    loads = [(0.0, part) for part in range(count)]  # a heap of (weight so far, part)
-    mine = []
+    head, sep, tail = str(text).strip().partition("/")
+    if sep and head.strip().isdigit() and tail.strip().isdigit():
+        index, count = int(head), int(tail)
+        if count >= 1 and 0 <= index < count:
+            return index, count
+    raise ConfigError(
+        f"shard {text!r} is not I/N with 0 <= I < N (e.g. --shard 0/4 for the first of four shards; "
+        "in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+    )
+
+
+def shard_of(weights: Sequence[float], count: int) -> list[int]:
+    """The shard (0..count-1) of each item, given the items' weights (see the module docstring)."""
+    if count < 1:
+        raise ConfigError(f"a shard count must be at least 1, got {count}")
+    order = sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i))
+    loads = [(0.0, shard) for shard in range(count)]  # a heap of (weight so far, shard)
+    assigned = [0] * len(weights)
     for i in order:
-        load, part = heapq.heappop(loads)
-        if part == index - 1:
-            mine.append(i)
-        heapq.heappush(loads, (load + weights[i], part))
-    return [jobs[i] for i in sorted(mine)]
+        load, shard = heapq.heappop(loads)
+        assigned[i] = shard
+        heapq.heappush(loads, (load + max(0.0, float(weights[i])), shard))
+    return assigned
+
+
+def select_shard(items: Sequence[T], index: int, count: int, *, weight: Callable[[T], float]) -> list[T]:
+    """The items of shard ``index`` of ``count``, in their original order.
+
+    Args:
+        items: the whole list, in the same order in every process.
+        index: this shard, ``0 <= index < count``.
+        count: the number of shards.
+        weight: an item's size (patches, bytes, ...); shards get about equal total weight.
+
+    Raises:
+        ConfigError: ``index`` or ``count`` out of range.
+    """
+    if not 0 <= index < count:
+        raise ConfigError(f"shard {index}/{count} is out of range: give 0 <= I < N (--shard I/N)")
+    assigned = shard_of([weight(item) for item in items], count)
+    return [item for item, shard in zip(items, assigned, strict=True) if shard == index]

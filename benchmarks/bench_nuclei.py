@@ -153,7 +153,7 @@ def stage_two_shards(patches: np.ndarray) -> tuple[float, int]:
     command = [sys.executable, "-m", "balnmp_cache.cli", "nuclei", str(slides), "--out", str(out), "--slide-mpp",
                str(PX_UM), "--no-bags", "--min-tissue", "0.3", "--num-workers", "1"]  # fmt: skip
     start = time.perf_counter()
-    jobs = [subprocess.Popen([*command, "--shard", f"{i}/2"], env=env, stdout=subprocess.DEVNULL) for i in (1, 2)]
+    jobs = [subprocess.Popen([*command, "--shard", f"{i}/2"], env=env, stdout=subprocess.DEVNULL) for i in (0, 1)]
     codes = [job.wait() for job in jobs]
     seconds = time.perf_counter() - start
     if any(codes):

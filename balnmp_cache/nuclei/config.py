@@ -13,27 +13,13 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from balnmp_cache.config import StageConfig
+from balnmp_cache.errors import ConfigError
 from balnmp_cache.nuclei.classical import ClassicalParams
+from balnmp_cache.shards import parse_shard
 
 _D = ClassicalParams()  # the tuned defaults live with the segmenter
 
-__all__ = ["NucleiConfig", "parse_shard"]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> (i, N) with 1 <= i <= N.
-
-    Raises:
-        ValueError: anything else (the message names the valid form).
-    """
-    head, sep, tail = str(text).partition("/")
-    try:
-        index, count = int(head), int(tail)
-    except ValueError:
-        index, count = 0, 0
-    if not sep or count < 1 or not 1 <= index <= count:
-        raise ValueError(f"shard {text!r} is not i/N with 1 <= i <= N (e.g. --shard 1/4 for the first of four)")
-    return index, count
+__all__ = ["NucleiConfig"]
 
 
 class NucleiConfig(StageConfig):
@@ -49,7 +35,9 @@ class NucleiConfig(StageConfig):
     )
     segmenter: str = Field("classical", description="nucleus segmenter: classical | stardist | cellpose | hovernet")
     weights: Path | None = Field(None, description="local model weights of a learned segmenter (never downloaded)")
-    shard: str | None = Field(None, description="process only shard i of N ('i/N'), size-balanced; run the N at once")
+    shard: str | None = Field(
+        None, description="'I/N': process only shard I (0-based) of N size-balanced shards; run the N at once"
+    )
     # -- where the patches come from (as in extract) --------------------------------------------------------
     patch_px: int = Field(256, ge=16, le=4096, description="patch side in pixels at the read resolution")
     target_mpp: float | None = Field(None, gt=0, description="read at this µm/px instead of native resolution")
@@ -97,7 +85,10 @@ class NucleiConfig(StageConfig):
     @classmethod
     def _shard_form(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_shard(value)
+            try:
+                parse_shard(value)
+            except ConfigError as err:
+                raise ValueError(str(err)) from err
         return value
 
     @field_validator("max_area_um2")
@@ -108,6 +99,3 @@ class NucleiConfig(StageConfig):
             raise ValueError(f"max_area_um2 ({value}) must exceed min_area_um2 ({data.get('min_area_um2')})")
         return value
 
-    def shard_of(self) -> tuple[int, int]:
-        """(i, N) of ``shard``; (1, 1) when unset."""
-        return parse_shard(self.shard) if self.shard else (1, 1)

@@ -2,11 +2,11 @@
 
 The patches are exactly extract's (same sources, tiling, filters, resolution; its reader thread,
 :class:`~balnmp_cache.extract.stream.PatchStream`), so a nucleus's patch key is the key of the same patch
-in a feature cache. Slides are claimed with extract's :class:`~balnmp_cache.extract.pipeline.Claimer`
-(OS lock per slide, a slide finished by another process skipped) and segmented while the next patches
-are read; each slide's table is written atomically and its manifest row recorded while it is still held.
-A complete table of the same key and input is skipped on re-run. ``--shard i/N`` takes one size-balanced
-part of the slides (:func:`~balnmp_cache.shards.select_shard`). When every slide of the sources has its
+in a feature cache. Slides are claimed a few ahead by their OS lock in the tables folder (:class:`_Claims`;
+a slide another process holds is left to it, one it finished meanwhile is skipped) and segmented while the
+next patches are read; each slide's table is written atomically and its manifest row recorded while it is still held.
+A complete table of the same key and input is skipped on re-run. ``--shard I/N`` (0-based) takes one
+size-balanced part of the slides (:func:`~balnmp_cache.shards.select_shard`, weighted by :func:`job_weight`). When every slide of the sources has its
 table, the histogram bag cache and ``summaries.csv`` are (re)built (:mod:`balnmp_cache.nuclei.bags`).
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -29,20 +30,16 @@ from balnmp_cache.errors import BalnmpError, ConfigError
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.filters import patch_filter_for
 from balnmp_cache.extract.fingerprint import source_fingerprint
-from balnmp_cache.extract.pipeline import Claimer
 from balnmp_cache.extract.stream import PatchBatch, PatchStream, SlideInfo
 from balnmp_cache.nuclei.config import NucleiConfig
 from balnmp_cache.nuclei.segmenters import Segmenter, create_segmenter
 from balnmp_cache.nuclei.slide import SlideNuclei
 from balnmp_cache.nuclei.tables import TableDir
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.shards import select_shard
+from balnmp_cache.shards import parse_shard, select_shard
 from balnmp_cache.slides import SlideJob, resolve_sources
 
-if TYPE_CHECKING:
-    from balnmp_cache.cache import CacheDir
-
-__all__ = ["NUCLEI_VERSION", "NucleiResult", "run_nuclei"]
+__all__ = ["NUCLEI_VERSION", "NucleiResult", "job_weight", "run_nuclei"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ class NucleiResult:
         rows: manifest rows of this run's slides (processed now or already complete).
         n_ok, n_failed, n_empty, n_skipped, n_busy: slides by outcome.
         n_patches, n_nuclei: analysed now; seconds / compute_seconds: wall time / segmenting and measuring.
-        shard: (i, N); notes: sentences for the user (e.g. why the bags were not built).
+        shard: (I, N), 0-based; notes: sentences for the user (e.g. why the bags were not built).
     """
 
     out: Path
@@ -78,7 +75,7 @@ class NucleiResult:
     n_nuclei: int = 0
     seconds: float = 0.0
     compute_seconds: float = 0.0
-    shard: tuple[int, int] = (1, 1)
+    shard: tuple[int, int] = (0, 1)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -137,7 +134,61 @@ def _jobs(config: NucleiConfig) -> list[SlideJob]:
     return jobs
 
 
-def _claimed(claimer: Claimer, worker: SlideNuclei, tables: TableDir, result: NucleiResult, *,
+LOOKAHEAD_SLIDES = 2
+"""Slides claimed and queued on the reader thread ahead of the one being segmented."""
+
+
+def job_weight(job: SlideJob) -> float:
+    """A slide's expected cost for ``--shard``: its pre-cut patch files, else the bytes of its file(s)."""
+    if job.patch_files:
+        return float(len(job.patch_files))
+    path = Path(job.path)
+    try:
+        if path.is_dir():
+            return float(sum(p.stat().st_size for p in path.iterdir() if p.is_file()))
+        return float(path.stat().st_size)
+    except OSError:
+        return 0.0
+
+
+class _Claims:
+    """The slides still to do, claimed by their OS lock a few ahead and queued on the reader thread.
+
+    ``pending[0]`` is the slide being segmented; it stays claimed until :meth:`finish`. A slide another
+    process holds is left to it (``n_busy``); one that process completed since the plan is skipped.
+    """
+
+    def __init__(self, todo: Iterable[SlideJob], tables: TableDir, stream: PatchStream, *, force: bool,
+                 progress: ProgressCallback | None) -> None:  # fmt: skip
+        self._todo, self._tables, self._stream = iter(todo), tables, stream
+        self._force, self._progress = force, progress
+        self.pending: deque[tuple[SlideJob, Any]] = deque()
+        self.n_busy = self.n_skipped = 0
+
+    def fill(self) -> None:
+        while len(self.pending) < LOOKAHEAD_SLIDES and (job := next(self._todo, None)) is not None:
+            lock = self._tables.lock(job.slide_id)
+            if lock is None:
+                self.n_busy += 1
+                log.info("%s is being segmented by another process; leaving it to that process", job.slide_id)
+            elif not self._force and self._tables.is_done(job.slide_id, partial(source_fingerprint, job)):
+                lock.release()
+                self.n_skipped += 1
+            else:
+                self.pending.append((job, lock))
+                self._stream.submit(job)
+                continue
+            emit(self._progress, "advance", "slides", steps=1)
+
+    def finish(self) -> None:
+        self.pending.popleft()[1].release()
+
+    def release_all(self) -> None:
+        while self.pending:
+            self.finish()
+
+
+def _claimed(claimer: _Claims, worker: SlideNuclei, tables: TableDir, result: NucleiResult, *,
              config: NucleiConfig, progress: ProgressCallback | None) -> None:
     """Process the claimed slides in order, recording each row while the slide is still held."""
     claimer.fill()
@@ -170,8 +221,8 @@ def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None
     """
     started = time.perf_counter()
     all_jobs = _jobs(config)
-    index, count = config.shard_of()
-    jobs = select_shard(all_jobs, index, count)
+    index, count = parse_shard(config.shard) if config.shard else (0, 1)
+    jobs = select_shard(all_jobs, index, count, weight=job_weight)
     segmenter = create_segmenter(config)
     reading = reading_config(config)
     params = table_params(config, segmenter, reading)
@@ -193,7 +244,7 @@ def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None
     emit(progress, "advance", "slides", steps=result.n_skipped)
     patch_filter = patch_filter_for(reading)
     stream = _InfoStream(reading, patch_filter)
-    claimer = Claimer(todo, cast("CacheDir", tables), stream, force=config.force, progress=progress)  # lock + is_done
+    claimer = _Claims(todo, tables, stream, force=config.force, progress=progress)
     worker = SlideNuclei(stream, segmenter, tables, config=config, patch_filter=patch_filter)
     try:
         _claimed(claimer, worker, tables, result, config=config, progress=progress)

@@ -9,7 +9,9 @@ import pytest
 from balnmp_cache.cache import load_cache
 from balnmp_cache.nuclei import NucleiConfig, run_nuclei
 from balnmp_cache.nuclei.stats import FEATURES
+from balnmp_cache.nuclei.stage import job_weight
 from balnmp_cache.nuclei.tables import read_table
+from balnmp_cache.slides import SlideJob
 
 
 def _config(root, **overrides) -> NucleiConfig:
@@ -55,9 +57,9 @@ def test_rerun_skips_complete_slides_and_force_redoes_them(cohort_dir):
 
 
 def test_shards_split_the_slides_and_the_last_one_builds_the_bags(cohort_dir):
-    one = run_nuclei(_config(cohort_dir, shard="1/2"))
+    one = run_nuclei(_config(cohort_dir, shard="0/2"))
     assert one.bags_dir is None and any("bags not built" in n for n in one.notes)
-    two = run_nuclei(_config(cohort_dir, shard="2/2"))
+    two = run_nuclei(_config(cohort_dir, shard="1/2"))
     done = {r.slide_id for r in one.rows} | {r.slide_id for r in two.rows}
     assert done == {f"p{i}" for i in range(6)} and not {r.slide_id for r in one.rows} & {r.slide_id for r in two.rows}
     assert two.bags_dir is not None
@@ -127,10 +129,18 @@ def test_without_mpp_features_are_in_pixels(cohort_dir):
     assert read_table(result.tables_dir / "p0.nuclei.parquet").attrs["fallback_mpp"] == 0.5
 
 
-@pytest.mark.parametrize("shard", ["0/2", "3/2", "x"])
+@pytest.mark.parametrize("shard", ["2/2", "-1/2", "x"])
 def test_bad_shard_is_a_config_error(shard):
-    with pytest.raises(ValueError, match="i/N"):
+    with pytest.raises(ValueError, match="I/N"):
         NucleiConfig(shard=shard)
+
+
+def test_job_weight_is_the_patch_count_or_the_file_size(tmp_path):
+    path = tmp_path / "s.jpg"
+    path.write_bytes(b"x" * 1234)
+    assert job_weight(SlideJob("s", "s", path, "slide", None, None, ())) == 1234
+    assert job_weight(SlideJob("p", "p", tmp_path, "patches", None, None, (path, path, path))) == 3
+    assert job_weight(SlideJob("g", "g", tmp_path / "gone.svs", "slide", None, None, ())) == 0
 
 
 def test_recovery_removes_dead_temporaries_and_restores_lost_rows(cohort_dir):
