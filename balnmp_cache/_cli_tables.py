@@ -95,23 +95,31 @@ def _accuracy_header(task_name: str | None) -> str:
 
 
 def nuclei_summary(result: Any) -> Group:
-    """Slides that did not simply succeed, then the totals and where the tables and bags are."""
-    table = Table(title=f"nuclei → {result.tables_dir}", title_justify="left")
-    for col in ("slide", "patient", "status", "patches", "seconds", "reason"):
-        table.add_column(col, overflow="fold")
+    """Slides that did not simply succeed (then the first ok ones), the totals, where the tables and bags are."""
     rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
-    for row in [r for r in rows if r.status != "ok"][:50] or rows[:10]:
-        style = _STATUS_STYLE.get(row.status, "")
-        table.add_row(Text(row.slide_id), Text(row.patient_id), Text(row.status, style=style), str(row.n_patches),
-                      f"{row.seconds:.1f}", Text(row.reason))  # fmt: skip
+    problems = [r for r in rows if r.status != "ok"]
+    shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
+    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
+    cells = [
+        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
+         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
+        for row in shown
+    ]  # fmt: skip
+    parts: list[Any] = [_heading("nuclei →", result.tables_dir), Grid(columns, cells, spill=5)]
+    if len(rows) > len(shown):
+        parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
     rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
     shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard[1] > 1 else ""
-    totals = Text(
+    totals = (
         f"slides{shard}: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
-        f"{result.n_failed} failed, {result.n_busy} busy; {result.n_nuclei} nuclei in {result.n_patches} patches, "
-        f"{rate:.1f} patches/s segmenting; {result.seconds:.1f} s in all"
+        f"{result.n_failed} failed, {result.n_busy} left to another process; {result.n_nuclei} nuclei in "
+        f"{result.n_patches} patches, {rate:.1f} patches/s segmenting; {result.seconds:.1f} s in all"
     )
-    return Group(table, totals, *[Text(note) for note in result.notes])
+    parts.append(Paragraph(totals, style="bold red" if result.exit_code else "bold"))
+    if result.bags_dir is not None:
+        parts.append(_heading("bags →", result.bags_dir))
+    parts.extend(Paragraph(note) for note in result.notes)
+    return Group(*parts)
 
 
 def train_summary(result: Any) -> Group:

@@ -121,7 +121,8 @@ def baseline_patch(rgb: np.ndarray, p: ClassicalParams) -> list[dict[str, float]
             continue
         circumference, rectangle = _calipers(region.coords[:, ::-1].astype(np.float64))
         perimeter = measure.perimeter_crofton(region.image, 4)
-        rows.append({"area": area_um2, "major": region.axis_major_length * PX_UM, "minor": region.axis_minor_length * PX_UM,
+        rows.append({"area": area_um2, "major": region.axis_major_length * PX_UM,
+                     "minor": region.axis_minor_length * PX_UM,
                      "orientation": math.degrees(region.orientation) % 180, "eccentricity": region.eccentricity,
                      "solidity": region.solidity, "hematoxylin": region.intensity_mean, "perimeter": perimeter * PX_UM,
                      "circumference": circumference * PX_UM, "circularity": 4 * math.pi * region.area / perimeter**2,
@@ -167,7 +168,8 @@ def main() -> int:
     args = parser.parse_args()
     params = ClassicalParams()
     patches, source = load_patches(64 if args.quick else 256)
-    print(f"# {len(patches)} patches: {source}; {os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# {len(patches)} patches: {source}; {os.cpu_count()} CPU cores; {stamp}")
     ours(patches[:4], params)  # warm-up: imports, lookup tables
     baseline_patch(patches[0], params)
     start = time.perf_counter()

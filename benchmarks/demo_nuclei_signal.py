@@ -49,9 +49,11 @@ def patch_rows(tables: Path, facts: dict) -> pd.DataFrame:
         for i, patch in table.patches.iterrows():
             share = field_share(fields, int(patch["x"]), int(patch["y"]))
             mine = by_patch.get_group(i) if i in by_patch.groups else whole.iloc[:0]
-            rows.append({"slide_id": sid, "share": share, "density": patch["density_per_mm2"],
-                         "order": patch["orientation_order"], "area": mine["area_um2"].median(),
-                         "major": mine["major_axis_um"].median(), "circularity": mine["circularity"].median()})  # fmt: skip
+            rows.append({
+                "slide_id": sid, "share": share, "density": patch["density_per_mm2"],
+                "order": patch["orientation_order"], "area": mine["area_um2"].median(),
+                "major": mine["major_axis_um"].median(), "circularity": mine["circularity"].median(),
+            })  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -66,7 +68,10 @@ def main() -> int:
         return 0
     facts = json.loads((args.cohort / "demo-cohort.json").read_text(encoding="utf-8"))
     patches = patch_rows(tables, facts)
-    groups = {"high-grade (>= 50% in a field)": patches[patches.share >= 0.5], "plain (no field)": patches[patches.share == 0]}
+    groups = {
+        "high-grade (>= 50% in a field)": patches[patches.share >= 0.5],
+        "plain (no field)": patches[patches.share == 0],
+    }
     print("| patches | n | nucleus area µm² | major axis µm | circularity | density per mm² | orientation order |")
     print("|---|---|---|---|---|---|---|")
     for name, g in groups.items():

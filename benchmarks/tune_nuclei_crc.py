@@ -8,7 +8,8 @@ Search: coordinate descent from the stage's defaults over the grid below, two sw
 in turn is set to the grid value with the best F1 on img1-img50, the others held. Only then is
 img51-img100 segmented, once, with the chosen settings (and at 8 px for comparison). The result is
 printed as ``BENCH`` lines and written to ``benchmarks/out/tune_nuclei_crc.json`` (every trial) and
-``benchmarks/tune_nuclei_crc.json`` (the recorded result, without the trials); the chosen settings are the defaults of ``NucleiConfig`` and ``ClassicalParams``.
+``benchmarks/tune_nuclei_crc.json`` (the recorded result, without the trials); the chosen settings are
+the defaults of ``NucleiConfig`` and ``ClassicalParams``.
 
     .venv/bin/python benchmarks/tune_nuclei_crc.py [--quick]   # --quick: every other tuning image, one sweep
 """
@@ -102,7 +103,7 @@ def main() -> int:
     images = range(1, 51, 2) if args.quick else TUNE
     started = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        params, tuned_f1, trials = tune(pool, images, sweeps=1 if args.quick else 2)
+        params, _, trials = tune(pool, images, sweeps=1 if args.quick else 2)
         tuned = evaluate(pool, params, TUNE, radii=(6.0, 8.0))
         held = evaluate(pool, params, HELD_OUT, radii=(6.0, 8.0))
     result = {

@@ -2,11 +2,12 @@
 
 The patches are exactly extract's (same sources, tiling, filters, resolution; its reader thread,
 :class:`~balnmp_cache.extract.stream.PatchStream`), so a nucleus's patch key is the key of the same patch
-in a feature cache. Slides are claimed a few ahead by their OS lock in the tables folder (:class:`_Claims`;
-a slide another process holds is left to it, one it finished meanwhile is skipped) and segmented while the
-next patches are read; each slide's table is written atomically and its manifest row recorded while it is still held.
-A complete table of the same key and input is skipped on re-run. ``--shard I/N`` (0-based) takes one
-size-balanced part of the slides (:func:`~balnmp_cache.shards.select_shard`, weighted by :func:`job_weight`). When every slide of the sources has its
+in a feature cache. Slides are claimed a few ahead by their OS lock in the tables folder
+(:class:`_Claims`; a slide another process holds is left to it, one it finished meanwhile is skipped)
+and segmented while the next patches are read; each slide's table is written atomically and its manifest
+row recorded while it is still held. A complete table of the same key and input is skipped on re-run.
+``--shard I/N`` (0-based) takes one size-balanced part of the slides
+(:func:`~balnmp_cache.shards.select_shard`, weighted by :func:`job_weight`). When every slide has its
 table, the histogram bag cache and ``summaries.csv`` are (re)built (:mod:`balnmp_cache.nuclei.bags`).
 """
 

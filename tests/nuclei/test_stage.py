@@ -8,8 +8,8 @@ import pytest
 
 from balnmp_cache.cache import load_cache
 from balnmp_cache.nuclei import NucleiConfig, run_nuclei
-from balnmp_cache.nuclei.stats import FEATURES
 from balnmp_cache.nuclei.stage import job_weight
+from balnmp_cache.nuclei.stats import FEATURES
 from balnmp_cache.nuclei.tables import read_table
 from balnmp_cache.slides import SlideJob
 
