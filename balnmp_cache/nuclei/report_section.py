@@ -58,9 +58,13 @@ def _unit(feature: str, units: str) -> str:
             "circumference": " (µm)" if um else " (px)"}.get(feature, "")  # fmt: skip
 
 
+_DIGITS = {"density": 0, "area": 1, "major_axis": 2, "minor_axis": 2, "circumference": 2}  # else 3
+
+
 def _iqr(record: dict[str, Any], group: str) -> str:
-    """``median (q1–q3)`` of one group of a record."""
-    median, q1, q3 = (fmt_value(record[f"{k}_{group}"], 3) for k in ("median", "q1", "q3"))
+    """``median (q1–q3)`` of one group of a record, to the feature's precision."""
+    digits = _DIGITS.get(record["feature"], 3)
+    median, q1, q3 = (fmt_value(record[f"{k}_{group}"], digits) for k in ("median", "q1", "q3"))
     return f"{median} ({q1}–{q3})"
 
 
@@ -69,23 +73,34 @@ def _stats_table(records: Sequence[dict[str, Any]], units: str) -> TableBlock:
     for r in records:
         rows.append([_TITLES[r["feature"]] + _unit(r["feature"], units), _iqr(r, "n0"), _iqr(r, "npos"),
                      fmt_value(r["rank_biserial"], 2), fmt_p(r["p"]), fmt_p(r.get("p_holm")), fmt_p(r.get("p_bh")),
-                     fmt_p(r["p_kw"]), fmt_p(r.get("p_kw_bh")), _PAPER[r["feature"]]])  # fmt: skip
+                     _PAPER[r["feature"]]])  # fmt: skip
     n0, npos = (records[0]["n_n0"], records[0]["n_npos"]) if records else (0, 0)
     return TableBlock(
         f"Per-WSI nucleus features, N0 (n = {n0}) vs N(+) (n = {npos}): median (IQR)",
-        ["feature", "N0", "N(+)", "rank-biserial r", "p (Mann–Whitney)", "p Holm", "p BH", "p 3-class (KW)",
-         "p KW BH", "paper (N(+) vs N0)"],
+        ["feature", "N0", "N(+)", "rank-biserial r", "p (Mann–Whitney)", "p Holm", "p BH", "paper (N(+) vs N0)"],
         rows,
-        note="r > 0: N(+) higher. Holm and Benjamini–Hochberg adjust over the eight features; KW = Kruskal–Wallis "
-        "over N0 / N+(1-2) / N+(>2). A patient's slides are averaged first.",
+        note="r > 0: N(+) higher. Holm and Benjamini–Hochberg adjust over the eight features. A patient's slides "
+        "are averaged first.",
+    )  # fmt: skip
+
+
+def _three_class_table(records: Sequence[dict[str, Any]], units: str) -> TableBlock:
+    rows = [[_TITLES[r["feature"]] + _unit(r["feature"], units), _iqr(r, "n0"), _iqr(r, "n12"), _iqr(r, "ngt2"),
+             fmt_p(r["p_kw"]), fmt_p(r.get("p_kw_holm")), fmt_p(r.get("p_kw_bh"))] for r in records]  # fmt: skip
+    sizes = [records[0].get(f"n_{g}", 0) for g in ("n0", "n12", "ngt2")] if records else [0, 0, 0]
+    return TableBlock(
+        f"The 3-class task, N0 (n = {sizes[0]}) / N+(1-2) (n = {sizes[1]}) / N+(>2) (n = {sizes[2]}): median (IQR)",
+        ["feature", "N0", "N+(1-2)", "N+(>2)", "p (Kruskal–Wallis)", "p Holm", "p BH"],
+        rows,
+        note="Holm and Benjamini–Hochberg adjust over the eight features.",
     )  # fmt: skip
 
 
 def _feature_figure(frame: pd.DataFrame, status: pd.Series, out: Path, formats: Sequence[str]) -> FigureBlock:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 5.6))
-    axes = fig.subplots(2, 4)
+    fig = Figure(figsize=(7.2, 10.5))  # two columns: readable at the report's figure width
+    axes = fig.subplots(4, 2)
     classes = ["N0", *POSITIVE]
     colours = ["#4c78a8", "#f58518", "#e45756"]
     for ax, feature in zip(axes.ravel(), FEATURES, strict=True):
@@ -99,10 +114,10 @@ def _feature_figure(frame: pd.DataFrame, status: pd.Series, out: Path, formats: 
         ax.boxplot([d for d in data], positions=range(len(classes)), widths=0.25, showfliers=False)
         for i, d in enumerate(data):
             ax.scatter(np.full(len(d), i) + np.linspace(-0.08, 0.08, len(d)), d, s=5, color=colours[i], zorder=3)
-        ax.set_xticks(range(len(classes)), classes, fontsize=8)
-        ax.set_title(_TITLES[feature], fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("Per-WSI nucleus features by ALN status", fontsize=11)
+        ax.set_xticks(range(len(classes)), classes, fontsize=10)
+        ax.set_title(_TITLES[feature], fontsize=11)
+        ax.tick_params(axis="y", labelsize=9)
+    fig.suptitle("Per-WSI nucleus features by ALN status", fontsize=12)
     fig.tight_layout()
     files, png = save_figure(fig, out, "nuclei_features", formats)
     return FigureBlock("Per-WSI nucleus features by ALN status (violin, box, patients)", files, png)
@@ -164,6 +179,7 @@ def nuclei_section(
     result.files["nuclei_stats.json"] = write_json(records, out / "nuclei_stats.json")
     blocks = result.section.blocks
     blocks.append(_stats_table(records, units))
+    blocks.append(_three_class_table(records, units))
     frame = summary.groupby("patient_id")[list(FEATURES)].mean()
     blocks.append(_feature_figure(frame, status.reindex(frame.index), out, formats))
     found = _attention(runs)

@@ -51,6 +51,7 @@ def test_report_gets_the_nucleus_section_with_tables_and_figures(tmp_path):
     assert attention["feature"].iloc[0] == "density"  # the ranking follows the attention
     markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "Nucleus morphometry" in markdown and "nuclei_features.png" in markdown
+    assert "The 3-class task, N0" in markdown and "p (Kruskal–Wallis)" in markdown
     assert "Nucleus morphometry" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
 
 
