@@ -104,13 +104,7 @@ def nuclei_summary(result: Any) -> Group:
     rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
     problems = [r for r in rows if r.status != "ok"]
     shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
-    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
-    cells = [
-        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
-        for row in shown
-    ]  # fmt: skip
-    parts: list[Any] = [_heading("nuclei →", result.tables_dir), Grid(columns, cells, spill=5)]
+    parts: list[Any] = [_heading("nuclei →", result.tables_dir), _slide_grid(shown)]
     if len(rows) > len(shown):
         parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
     rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
