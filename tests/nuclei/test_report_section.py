@@ -60,3 +60,34 @@ def test_without_summaries_the_error_names_the_fix(tmp_path):
     config = ReportConfig(paths=[run], out=tmp_path / "report", nuclei=tmp_path / "nowhere", figure_formats=["png"])
     with pytest.raises(ReportInputError, match="balnmp-cache nuclei"):
         run_report(config, cohort=cohort)
+
+
+@pytest.mark.slow
+def test_the_nucleus_section_renders_in_a_browser(tmp_path):
+    """Headless Chromium draws the section: its tables, the violin plots and the attention bars (coloured)."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    browsers = ("chromium", "chromium-browser", "google-chrome")
+    browser = next((shutil.which(b) for b in browsers if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    run, nuclei, cohort = _inputs(tmp_path)
+    out = tmp_path / "report"
+    run_report(ReportConfig(paths=[run], out=out, nuclei=nuclei, figure_formats=["png"]), cohort=cohort)
+    html = out / "report.html"
+    section = html.read_text(encoding="utf-8").split("Nucleus morphometry", 1)[1]
+    only = tmp_path / "section.html"  # the section alone, so that the screenshot shows it
+    only.write_text(f"<html><body><h2>Nucleus morphometry{section}", encoding="utf-8")
+    png = tmp_path / "section.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--window-size=1300,3000",
+         f"--screenshot={png}", only.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert (pixels < 200).any(axis=2).mean() > 0.01  # text and table rules, not a blank page
+    assert (np.ptp(pixels, axis=2) > 60).sum() > 20_000  # violins and bars are drawn in colour
