@@ -24,7 +24,7 @@ from balnmp_cache.report.figures import confusion_figures
 from balnmp_cache.report.multiclass import evaluate_multiclass
 from balnmp_cache.report.predictions import RunPredictions, load_runs
 from balnmp_cache.report.provenance import patient_records, provenance_record
-from balnmp_cache.report.render import to_html, to_markdown, write_csv, write_json
+from balnmp_cache.report.render import Document, to_html, to_markdown, write_csv, write_json
 from balnmp_cache.report.replicates import crossval_records, find_replicates, seed_records, split_designs
 from balnmp_cache.report.subgroups import SUBGROUP_KEYS, subgroup_records
 from balnmp_cache.report.table1 import ALN_GROUPS, TABLE1_KEYS, cohort_groups, table1, table1_by_aln
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 REPORT_FILE = re.compile(
     r"^(?:(?:metrics|comparisons|multiclass|subgroups|seeds|crossval)\.(?:json|csv)"
     r"|(?:table1|table1_by_aln|patients|calibration_bins)\.csv|(?:training|provenance)\.json"
-    r"|(?:roc|pr|calibration|training|confusion)_.+\.(?:png|svg)|report\.(?:md|html|log)|config\.toml)$"
+    r"|(?:roc|pr|calibration|training|confusion)_.+\.(?:png|svg)|nuclei_.+\.(?:json|csv|png|svg)"
+    r"|report\.(?:md|html|log)|config\.toml)$"
 )
 """The names of the files a report writes (``report.log``: where older versions kept the log)."""
 
@@ -246,6 +247,19 @@ def _write_tables(result: ReportResult, *, with_cohort: bool) -> None:
         files["table1_by_aln.csv"] = write_csv(result.table1_by_aln, out / "table1_by_aln.csv", columns=aln_columns)
 
 
+def _add_nuclei(
+    result: ReportResult, doc: Document, runs: Sequence[RunPredictions], cohort: pd.DataFrame | None, *,
+    nuclei_dir: Path, formats: Sequence[str],
+) -> None:
+    """The nucleus-morphometry section (``--nuclei``), placed before the list of files."""
+    from balnmp_cache.nuclei.report_section import nuclei_section
+
+    built = nuclei_section(nuclei_dir, cohort=cohort, runs=runs, out=result.out, formats=formats)
+    where = next((i for i, s in enumerate(doc.sections) if s.title == "Files"), len(doc.sections))
+    doc.sections.insert(where, built.section)
+    result.files.update(built.files)
+
+
 def _check_out(target: Path) -> None:
     """Refuse an ``--out`` that holds anything a report does not write (an earlier report is replaced whole)."""
     if not target.exists():
@@ -343,6 +357,8 @@ def _write_report(
     emit(progress, "advance", "report", steps=1)
 
     doc = build_document(result, runs, parts, config=config)
+    if config.nuclei is not None:
+        _add_nuclei(result, doc, runs, cohort, nuclei_dir=Path(config.nuclei), formats=config.figure_formats)
     result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
     result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
     result.files["config.toml"] = save_resolved(config, out)

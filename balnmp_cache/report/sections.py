@@ -61,8 +61,10 @@ def summary_section(
     columns = ["Run", "Model", "Split", "n", "n T / V / I-T", f"AUC ({level})", "Threshold", "ACC", "SENS", "SPEC",
                "Brier"]
     note = (f"Threshold: {rule_caption(rule)}. AUC interval: exact binomial (the paper's convention); ACC, SENS, "
-            "SPEC: Clopper-Pearson; Brier: stratified bootstrap percentile interval. Details in the sections below.")
-    return Section("Summary", [TableBlock("Headline results per run (test split)", columns, rows, note=note)])
+            "SPEC: Clopper-Pearson; Brier: stratified bootstrap percentile interval. Click a heading to sort. "
+            "Details in the sections below.")
+    table = TableBlock("Headline results per run (test split)", columns, rows, note=note, sortable=True)
+    return Section("Summary", [table])
 
 
 def calibration_section(
