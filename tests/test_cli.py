@@ -155,7 +155,7 @@ ADDED = {
     },
     "report": {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
-        "--nuclei", "--heatmaps",
+        "--nuclei", "--heatmaps", "--bootstrap", "--bootstrap-seed", "--calibration-bins", "--patients-table-runs",
     },
     "predict": set(),
     "ablate": set(),

@@ -86,7 +86,7 @@ def test_train_on_a_disk_without_room_to_start_is_refused_before_loading(small_t
 
 
 def test_report_on_a_full_disk_keeps_the_earlier_report_and_a_re_run_completes(finished_runs, tmp_path) -> None:
-    with tmpfs(tmp_path / "tmpfs", "2m") as mount:  # a report of two runs takes about 600 kB
+    with tmpfs(tmp_path / "tmpfs", "6m") as mount:  # a report of two runs takes about 1.6 MB
         _report_on_a_full_disk(mount, finished_runs(0), copy_run(finished_runs(1), tmp_path / "second"), tmp_path)
 
 
