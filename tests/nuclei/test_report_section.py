@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,7 +80,8 @@ def test_the_nucleus_section_renders_in_a_browser(tmp_path):
     out = tmp_path / "report"
     run_report(ReportConfig(paths=[run], out=out, nuclei=nuclei, figure_formats=["png"]), cohort=cohort)
     html = out / "report.html"
-    section = html.read_text(encoding="utf-8").split("Nucleus morphometry", 1)[1]
+    # from the section's heading on (not its link in the contents line)
+    section = re.split(r"<h2[^>]*>Nucleus morphometry", html.read_text(encoding="utf-8"), maxsplit=1)[1]
     only = tmp_path / "section.html"  # the section alone, so that the screenshot shows it
     only.write_text(f"<html><body><h2>Nucleus morphometry{section}", encoding="utf-8")
     png = tmp_path / "section.png"
