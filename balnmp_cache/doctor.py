@@ -43,7 +43,10 @@ _PACKAGES: tuple[tuple[str, str, bool, str], ...] = (
     ("numpy", "numpy", True, "pip install numpy"),
     ("scikit-learn", "sklearn", True, "pip install scikit-learn"),
     ("imagecodecs", "imagecodecs", False, "pip install imagecodecs (JPEG2000/WebP tiles through tiffslide)"),
-    ("timm", "timm", False, "optional: pip install 'balnmp-cache[timm]' for timm:<model> encoders"),
+    ("timm", "timm", False, "pip install 'timm>=1.0.31' (make install does it) for foundation-model and timm encoders"),
+    ("huggingface_hub", "huggingface_hub", False, "pip install 'huggingface_hub>=1.0' (reads the local hub cache)"),
+    ("safetensors", "safetensors", False, "pip install safetensors (the hub's weight files)"),
+    ("transformers", "transformers", False, "pip install 'transformers>=5.0' for phikon_v2"),
 )
 
 
@@ -97,12 +100,25 @@ def _reader_checks() -> list[Check]:
     return checks
 
 
+def _hub_cache_check() -> Check:
+    """Where hub weights are looked for (the foundation models', ``timm:``, ``hf-hub:``); nothing is downloaded."""
+    import os
+
+    from balnmp_cache.encoders.hub import hub_cache_dir
+
+    where = hub_cache_dir()
+    source = next((f"${key}" for key in ("HF_HUB_CACHE", "HF_HOME") if os.environ.get(key)), "default")
+    detail = f"{where} ({source}; {'exists' if where.is_dir() else 'does not exist'}); weights are read, never fetched"
+    fix = "" if where.is_dir() else "set HF_HOME or HF_HUB_CACHE to the copied cache (docs/encoders.md)"
+    return Check("Hugging Face cache", "ok" if where.is_dir() else "warn", detail, fix)
+
+
 def _weights_checks() -> list[Check]:
     try:
         from balnmp_cache.encoders import weights_status
     except ImportError as err:
         return [Check("encoder weights", "missing", str(err), "make install", required=True)]
-    checks = []
+    checks = [_hub_cache_check()]
     for name, state in weights_status().items():
         ok = state.startswith("available")
         checks.append(
