@@ -88,7 +88,7 @@ def test_doctor_reports_readers_weights_and_fixes():
     heads = _package_heads()  # the valid values of train --head, as a fresh process registers them
     assert heads and all(name in lines["MIL heads"] for name in heads)
     if "missing" in lines.get("timm", ""):
-        assert "balnmp-cache[timm]" in lines["timm"]  # install hints survive rendering
+        assert "timm>=1.0.31" in lines["timm"]  # install hints survive rendering
 
 
 # --- the stage commands are generated from their configuration fields -------------------------------
@@ -113,7 +113,7 @@ TODAY = {
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix"},
+    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision"},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
