@@ -201,10 +201,7 @@ def create_encoder(
         builder = partial(builder, snapshot=path.parent if kind == "pretrained" and path is not None else None)
     with seeded(seed), hub.offline():
         trunk = builder(kind == "imagenet")
-    if path is not None:
-        digest = load_checkpoint(trunk, path, encoder=name)
-    else:
-        digest = state_dict_sha256(trunk.state_dict())
+    digest = load_checkpoint(trunk, path, encoder=name) if path is not None else state_dict_sha256(trunk.state_dict())
     label = spec.weights_label if kind in ("imagenet", "pretrained") else kind
     encoder = Encoder(
         name=name,

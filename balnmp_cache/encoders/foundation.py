@@ -22,6 +22,7 @@ from balnmp_cache.encoders.registry import TOKEN_MODES, EncoderSpec, register_en
 from balnmp_cache.encoders.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = ["H_OPTIMUS_MEAN", "H_OPTIMUS_STD", "PHIKON_V2_CONFIG"]
@@ -72,7 +73,7 @@ def uni(pretrained: bool, **kwargs: Any) -> nn.Module:
 @register_encoder(_spec("uni2_h", "MahmoodLab/UNI2-h", 1536, licence="CC-BY-NC-ND-4.0"))
 def uni2_h(pretrained: bool, **kwargs: Any) -> nn.Module:
     """UNI2-h (ViT-H/14, 24 blocks of 1536, SwiGLU, 8 register tokens, 1536-d)."""
-    from timm.layers import SwiGLUPacked
+    from timm.layers.mlp import SwiGLUPacked
     from torch import nn
 
     card = dict(
@@ -89,7 +90,7 @@ def uni2_h(pretrained: bool, **kwargs: Any) -> nn.Module:
 )
 def virchow2(pretrained: bool, **kwargs: Any) -> nn.Module:
     """Virchow2 (ViT-H/14, SwiGLU, 4 register tokens); the card's embedding is CLS + mean of patch tokens, 2560-d."""
-    from timm.layers import SwiGLUPacked
+    from timm.layers.mlp import SwiGLUPacked
     from torch import nn
 
     card = dict(
@@ -147,10 +148,10 @@ def _dinov2_trunk(model: nn.Module) -> nn.Module:
             super().__init__()
             self.model = inner
 
-        def forward(self, x):  # type: ignore[no-untyped-def]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.model(pixel_values=x).last_hidden_state
 
-        def adapt_state_dict(self, state_dict):  # type: ignore[no-untyped-def]
+        def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             """Accept the bare ``Dinov2Model`` keys of ``model.safetensors`` as well as this wrapper's."""
             if all(key.startswith("model.") for key in state_dict):
                 return state_dict

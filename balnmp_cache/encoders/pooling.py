@@ -127,7 +127,7 @@ def preprocess_patches(
     if tuple(x.shape[-2:]) != (scale_px, scale_px):
         x = _resize(x, scale_px, interpolation)  # (B, 3, scale_px, scale_px)
     if scale_px != input_px:
-        top = int(round((scale_px - input_px) / 2.0))  # torchvision's CenterCrop offsets
+        top = round((scale_px - input_px) / 2.0)  # torchvision's CenterCrop offsets
         x = x[:, :, top : top + input_px, top : top + input_px]  # (B, 3, input_px, input_px)
     x = x.float().div_(255.0)  # (B, 3, input_px, input_px) in [0, 1]
     mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -188,7 +188,8 @@ def _hub_locator(spec: EncoderSpec) -> Callable[[], WeightsAvailability]:
         found = hub.find_weights(str(spec.hub_id))
         if found is not None:
             return WeightsAvailability(True, str(found.path))
-        return WeightsAvailability(False, hub.missing_weights(str(spec.hub_id), None, model=spec.name, gated=spec.gated))
+        missing = hub.missing_weights(str(spec.hub_id), None, model=spec.name, gated=spec.gated)
+        return WeightsAvailability(False, missing)
 
     return locate
 

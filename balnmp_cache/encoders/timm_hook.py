@@ -65,7 +65,7 @@ def _trunk_class() -> type:
 
         def __init__(self, model: nn.Module, classifier: str | None = "head"):
             super().__init__()
-            self.model = model
+            self.model: Any = model  # a timm model: forward_features, num_prefix_tokens, fc_norm
             self.classifier = classifier
 
         @property
@@ -137,7 +137,7 @@ def _model_name(timm: Any, name: str, revision: str | None) -> tuple[str, str | 
 
 def _transform(name: str, probe: nn.Module) -> dict[str, Any]:
     """input_px, interpolation, crop_pct, mean, std from the model's pretrained_cfg (timm's resolution)."""
-    from timm.data import resolve_data_config
+    from timm.data.config import resolve_data_config
 
     cfg = resolve_data_config(model=probe)
     crop_pct = 1.0 if cfg.get("crop_mode", "center") == "squash" else float(cfg.get("crop_pct") or 1.0)
@@ -193,7 +193,8 @@ def timm_entry(
         with torch.device("meta"):
             probe = create(pretrained=False)
     except (TypeError, ValueError, RuntimeError, AssertionError) as err:
-        raise EncoderError(f"timm cannot build '{name}' ({type(err).__name__}: {err}); check key 'encoder_kwargs'") from err
+        problem = f"{type(err).__name__}: {err}"
+        raise EncoderError(f"timm cannot build '{name}' ({problem}); check key 'encoder_kwargs'") from err
     cfg = dict(getattr(probe, "pretrained_cfg", None) or {})
     transform = _transform(name, probe)
     ndim, channels, shape = _output(probe, transform["input_px"])

@@ -112,7 +112,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # torch and safetensors raise several types for corrupt or foreign files
         raise EncoderError(
             f"cannot read weights file {path} as a torch or safetensors checkpoint ({type(err).__name__}: {err}); "
-            "pass --weights with a state dict saved by torch.save or safetensors, --weights pretrained or --weights random"
+            "pass --weights with a state dict saved by torch.save or safetensors, --weights pretrained or "
+            "--weights random"
         ) from err
     return _strip_prefixes(_unwrap(obj, path))
 
