@@ -8,7 +8,10 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from balnmp_cache.encoders import WeightsAvailability
 
 __all__ = ["Check", "run_checks"]
 
@@ -113,19 +116,35 @@ def _hub_cache_check() -> Check:
     return Check("Hugging Face cache", "ok" if where.is_dir() else "warn", detail, fix)
 
 
+def _weights_check(name: str, found: WeightsAvailability | None, source: str) -> Check:
+    """One registered encoder: whether its published weights are on this machine, and where it looks."""
+    label = f"weights: {name}"
+    if found is None:
+        return Check(label, "warn", f"unknown ({source})", "--weights random works without any file")
+    if found.available:
+        return Check(label, "ok", f"available offline ({found.detail})")
+    if found.fix:  # hub weights: the files looked for (under the cache of the row above), then how to get them
+        from balnmp_cache.encoders.hub import hub_cache_dir
+
+        looked = found.detail.replace(f"{hub_cache_dir()}/", "<cache>/")
+        return Check(label, "warn", f"not in the Hugging Face cache: {looked}", found.fix)
+    return Check(label, "warn", "not available offline", found.detail)  # detail: a URL and a path, or a command
+
+
 def _weights_checks() -> list[Check]:
     try:
-        from balnmp_cache.encoders import weights_status
+        from balnmp_cache.encoders import get_spec, weights_availability, weights_status
     except ImportError as err:
         return [Check("encoder weights", "missing", str(err), "make install", required=True)]
     checks = [_hub_cache_check()]
-    for name, state in weights_status().items():
-        if state.startswith("available"):
-            checks.append(Check(f"weights: {name}", "ok", state))
-        elif state.startswith("missing: "):  # the rest says how to provide them: a URL and a path, or a command
-            checks.append(Check(f"weights: {name}", "warn", "not available offline", state.removeprefix("missing: ")))
-        else:
-            checks.append(Check(f"weights: {name}", "warn", state, "--weights random works without any file"))
+    for name, found in weights_availability().items():
+        checks.append(_weights_check(name, found, get_spec(name).weights_source))
+    hub = "timm:* / hf-hub:*"
+    state = weights_status()[hub]
+    if state.startswith("missing: "):
+        checks.append(Check(f"weights: {hub}", "missing", "timm is not installed", state.removeprefix("missing: ")))
+    else:
+        checks.append(Check(f"weights: {hub}", "ok", state.removeprefix("available ")))
     return checks
 
 

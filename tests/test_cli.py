@@ -105,8 +105,10 @@ def test_doctor_reports_readers_weights_and_fixes():
     if entries["timm"].startswith("missing"):
         assert "timm>=1.0.31" in entries["timm"]  # install hints survive rendering
     for name, entry in entries.items():
-        if name.startswith("weights: ") and entry.startswith("warn") and "https://" in entry:
+        if name.startswith("weights: ") and entry.startswith("warn") and "https://download.pytorch.org" in entry:
             assert "fix: download https://" in entry and ".pth to " in entry  # the URL and the path, whole
+        elif name.startswith("weights: ") and entry.startswith("warn"):  # hub weights: the files, then the licence
+            assert "<cache>/models--" in entry and "fix: " in entry and "hf download " in entry
 
 
 def test_doctor_at_80_columns_keeps_every_url_and_path_whole():

@@ -20,6 +20,7 @@ from balnmp_cache.encoders.registry import get_spec as get_spec
 from balnmp_cache.encoders.registry import list_encoders as list_encoders
 from balnmp_cache.encoders.registry import register_encoder as register_encoder
 from balnmp_cache.encoders.registry import registered_mpp as registered_mpp
+from balnmp_cache.encoders.registry import weights_availability as weights_availability
 from balnmp_cache.encoders.registry import weights_status as weights_status
 from balnmp_cache.encoders.zoo import IMAGENET_MEAN as IMAGENET_MEAN
 from balnmp_cache.encoders.zoo import IMAGENET_STD as IMAGENET_STD

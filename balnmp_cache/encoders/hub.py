@@ -33,8 +33,10 @@ __all__ = [
     "CONFIG_FILE",
     "WEIGHT_FILES",
     "HubFiles",
+    "expected_weights",
     "find_config",
     "find_weights",
+    "how_to_get",
     "hub_cache_dir",
     "missing_config",
     "missing_weights",
@@ -116,7 +118,13 @@ def _expected(repo_id: str, revision: str | None, filename: str) -> str:
     return f"{repo_folder(repo_id)}/snapshots/{snapshot}/{filename}{ref}"
 
 
-def _how_to_get(repo_id: str, *, model: str, gated: bool) -> str:
+def expected_weights(repo_id: str, revision: str | None) -> str:
+    """The weight files looked for in the snapshot of ``repo_id`` at ``revision`` (``<commit>`` when unknown)."""
+    return _expected(repo_id, revision, " | ".join(WEIGHT_FILES[:2]))
+
+
+def how_to_get(repo_id: str, *, gated: bool) -> str:
+    """How to put the files of ``repo_id`` into this cache (for a gated repo: accept its licence first)."""
     url = f"https://huggingface.co/{repo_id}"
     gate = f"{repo_id} is gated: accept the licence at {url}, then run" if gated else "run"
     return (
@@ -128,8 +136,8 @@ def _how_to_get(repo_id: str, *, model: str, gated: bool) -> str:
 
 def missing_weights(repo_id: str, revision: str | None, *, model: str, gated: bool) -> str:
     """One line: the model, the weight file expected and how to get it."""
-    expected = _expected(repo_id, revision, " | ".join(WEIGHT_FILES[:2]))
-    return f"weights of {model} not found: expected {expected}; {_how_to_get(repo_id, model=model, gated=gated)}"
+    expected = expected_weights(repo_id, revision)
+    return f"weights of {model} not found: expected {expected}; {how_to_get(repo_id, gated=gated)}"
 
 
 def missing_config(repo_id: str, revision: str | None, *, model: str, gated: bool) -> str:
@@ -137,7 +145,7 @@ def missing_config(repo_id: str, revision: str | None, *, model: str, gated: boo
     expected = _expected(repo_id, revision, CONFIG_FILE)
     return (
         f"config of {model} not found: expected {expected} (it names the architecture); "
-        f"{_how_to_get(repo_id, model=model, gated=gated)}"
+        f"{how_to_get(repo_id, gated=gated)}"
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "list_encoders",
     "register_encoder",
     "resolve_encoder",
+    "weights_availability",
     "weights_status",
 ]
 
@@ -165,10 +166,15 @@ class EncoderSpec:
 
 
 class WeightsAvailability(NamedTuple):
-    """Whether the published weights can be loaded offline; ``detail`` is where they are, or how to get them."""
+    """Whether the published weights can be loaded offline.
+
+    ``detail`` is where they are, or where they were looked for; ``fix`` how to get them (when empty, a
+    missing entry's ``detail`` says it).
+    """
 
     available: bool
     detail: str
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,8 @@ def _hub_locator(spec: EncoderSpec) -> Callable[[], WeightsAvailability]:
         found = hub.find_weights(str(spec.hub_id))
         if found is not None:
             return WeightsAvailability(True, str(found.path))
-        missing = hub.missing_weights(str(spec.hub_id), None, model=spec.name, gated=spec.gated)
-        return WeightsAvailability(False, missing)
+        expected = hub.expected_weights(str(spec.hub_id), None)
+        return WeightsAvailability(False, f"expected {expected}", hub.how_to_get(str(spec.hub_id), gated=spec.gated))
 
     return locate
 
@@ -283,6 +289,14 @@ def registered_mpp(name: str) -> float | None:
     return entry.spec.mpp if entry is not None else None
 
 
+def weights_availability() -> dict[str, WeightsAvailability | None]:
+    """Registered encoder name -> where its published weights are or were looked for (``None``: not known).
+
+    Nothing is downloaded; ``timm:`` / ``hf-hub:`` names are not listed (see :func:`weights_status`).
+    """
+    return {name: locate() if (locate := _REGISTRY[name].locate_weights) else None for name in list_encoders()}
+
+
 def weights_status() -> dict[str, str]:
     """Encoder name -> ``"available offline (<where>)"`` or ``"missing: <how to get them>"``; never downloads.
 
@@ -290,13 +304,14 @@ def weights_status() -> dict[str, str]:
     checked).
     """
     status: dict[str, str] = {}
-    for name in list_encoders():
-        locate = _REGISTRY[name].locate_weights
-        if locate is None:
+    for name, found in weights_availability().items():
+        if found is None:
             status[name] = f"unknown ({_REGISTRY[name].spec.weights_source})"
-            continue
-        found = locate()
-        status[name] = f"available offline ({found.detail})" if found.available else f"missing: {found.detail}"
+        elif found.available:
+            status[name] = f"available offline ({found.detail})"
+        else:
+            how = f"weights of {name} not found: {found.detail}; {found.fix}" if found.fix else found.detail
+            status[name] = f"missing: {how}"
     from balnmp_cache.encoders.hub import hub_cache_dir
     from balnmp_cache.encoders.timm_hook import INSTALL_HINT
 
