@@ -118,6 +118,10 @@ def _model_name(timm: Any, name: str, revision: str | None) -> tuple[str, str | 
 
     if name.startswith(HUB_PREFIX):
         repo_id = name[len(HUB_PREFIX) :]
+        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+            raise EncoderError(
+                f"'{repo_id}' is not a Hugging Face repo id ORG/NAME; use --encoder {HUB_PREFIX}ORG/NAME"
+            )
         found = hub.find_config(repo_id, revision)
         if found is None:
             raise EncoderError(hub.missing_config(repo_id, revision, model=name, gated=False))
