@@ -58,18 +58,23 @@ def demo_summary(summary: Any) -> Paragraph:
     )
 
 
+def _slide_grid(rows: Sequence[Any]) -> Grid:
+    """One line per slide of a stage's result: slide, patient, status, patches, seconds, reason."""
+    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
+    cells = [
+        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
+         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
+        for row in rows
+    ]  # fmt: skip
+    return Grid(columns, cells, spill=5)
+
+
 def extract_summary(result: Any) -> Group:
     """Per-slide rows that did not simply succeed (then the first ok ones), and the totals."""
     rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
     problems = [r for r in rows if r.status != "ok"]
     shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
-    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
-    cells = [
-        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
-        for row in shown
-    ]  # fmt: skip
-    parts: list[Any] = [_heading("extract →", result.cache_dir), Grid(columns, cells, spill=5)]
+    parts: list[Any] = [_heading("extract →", result.cache_dir), _slide_grid(shown)]
     if len(rows) > len(shown):
         parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
     rate = result.n_patches / result.seconds if result.seconds else 0.0
@@ -92,6 +97,28 @@ def _accuracy_header(task_name: str | None) -> str:
     if spec is None:
         return "ACC"
     return "ACC@0.5" if spec.is_binary else "ACC (argmax)"
+
+
+def nuclei_summary(result: Any) -> Group:
+    """Slides that did not simply succeed (then the first ok ones), the totals, where the tables and bags are."""
+    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
+    problems = [r for r in rows if r.status != "ok"]
+    shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
+    parts: list[Any] = [_heading("nuclei →", result.tables_dir), _slide_grid(shown)]
+    if len(rows) > len(shown):
+        parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
+    rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
+    shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard[1] > 1 else ""
+    totals = (
+        f"slides{shard}: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
+        f"{result.n_failed} failed, {result.n_busy} left to another process; {result.n_nuclei} nuclei in "
+        f"{result.n_patches} patches, {rate:.1f} patches/s segmenting; {result.seconds:.1f} s in all"
+    )
+    parts.append(Paragraph(totals, style="bold red" if result.exit_code else "bold"))
+    if result.bags_dir is not None:
+        parts.append(_heading("bags →", result.bags_dir))
+    parts.extend(Paragraph(note) for note in result.notes)
+    return Group(*parts)
 
 
 def train_summary(result: Any) -> Group:
@@ -157,13 +184,7 @@ def heatmap_summary(result: Any) -> Group | Paragraph:
     )
     if not shown:
         return totals
-    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
-    cells = [
-        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
-        for row in shown
-    ]  # fmt: skip
-    return Group(_heading("heatmap →", result.out), Grid(columns, cells, spill=5), totals)
+    return Group(_heading("heatmap →", result.out), _slide_grid(shown), totals)
 
 
 _SPLIT_SHORT = {"train": "T", "val": "V", "test": "I-T"}
