@@ -46,7 +46,10 @@ class BatchEncoder:
         from balnmp_cache.encoders import create_encoder
 
         device = resolve_device(config.device)
-        encoder = create_encoder(config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device)
+        encoder = create_encoder(
+            config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device,
+            revision=config.encoder_revision, kwargs=config.encoder_kwargs,
+        )
         precision = config.precision
         if precision == "auto":
             precision = "bf16" if bf16_is_native(device) else "fp32"
