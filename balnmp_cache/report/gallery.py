@@ -156,13 +156,14 @@ def ovr_figures(
     for run in runs:
         if run.is_binary:
             continue
-        fig, axes = panel_grid(len(run.splits), width=4.8, height=5.6)
+        fig, axes = panel_grid(len(run.splits), width=4.8, height=6.0)
         for ax, split in zip(axes, run.splits, strict=True):
             draw_panel(ax, _ovr_curves(run, split, n_boot=n_boot, seed=seed, alpha=alpha), kind="roc", offset=0)
             ax.set_title(SPLIT_LABELS[split], fontsize=9)
         title = f"One-vs-rest ROC per class, {_label(run)} (shaded: pointwise bootstrap band)"
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
+        fig.subplots_adjust(bottom=0.3)  # room for the legends below the axes
         paths, png = save_figure(fig, out, f"roc_ovr_{safe_stem(run.name)}", formats)
         blocks.append(FigureBlock(title, paths, png))
     return blocks
