@@ -8,6 +8,8 @@ once the cause is gone gives what an uninterrupted run gives.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -74,8 +76,13 @@ def test_train_on_a_full_disk_keeps_the_finished_run_and_a_re_run_gives_the_same
 
 
 def _report_files(folder: Path) -> dict[str, str | None]:
-    """Digests of a report's tables and records; names only for config.toml (it names --out) and figures."""
-    return {k: v if k.endswith((".csv", ".json", ".md")) else None for k, v in digests(folder).items()}
+    """Digests of a report's tables and records; names only for config.toml (it names --out), figures and
+    provenance.json (the date and command); report.md without its provenance line."""
+    files = {k: v if k.endswith((".csv", ".json", ".md")) and k != "provenance.json" else None
+             for k, v in digests(folder).items()}
+    text = re.sub(r"report made .*", "", (folder / "report.md").read_text(encoding="utf-8"))
+    files["report.md"] = hashlib.sha256(text.encode()).hexdigest()
+    return files
 
 
 def test_train_on_a_disk_without_room_to_start_is_refused_before_loading(small_tmpfs: Path, tiny_study) -> None:
