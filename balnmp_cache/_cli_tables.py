@@ -61,7 +61,10 @@ def extract_summary(result: Any) -> Group:
         f"{result.compute_seconds:.1f} s)",
         style="bold red" if result.exit_code else "bold",
     )
-    return Group(table, totals)
+    times = getattr(result, "times", None)
+    if times is None or not times.loop:
+        return Group(table, totals)
+    return Group(table, totals, Text(f"time: {times.summary()}"))
 
 
 def train_summary(result: Any) -> Group:

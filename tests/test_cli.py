@@ -113,7 +113,7 @@ TODAY = {
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix"},
+    "extract": {"--no-force", "--slide-id-prefix", "--decode", "--shard"},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
