@@ -73,6 +73,7 @@ class CohortEncoder:
         self.buffered = 0
         self.pending: tuple[Pending, list[_Segment]] | None = None
         self.times = StageTimes()
+        self.n_batches = 0
 
     def run(self) -> StageTimes:
         """Encode every slide of the stream; returns the encoder loop's seconds (h2d, forward, wait, loop).
@@ -148,6 +149,7 @@ class CohortEncoder:
 
     def _encode(self, parts: list[tuple[SlideWork, Any]]) -> None:
         segments = [(work, len(patches)) for work, patches in parts]
+        self.n_batches += 1
         try:
             pending: Pending | None = self.runner.submit([patches for _, patches in parts])
         except (RuntimeError, ValueError, MemoryError) as err:

@@ -155,27 +155,31 @@ class BatchEncoder:
         self._staging.append(buffer)  # two buffers in turn: one may still be copying while the next fills
         return buffer
 
-    def _gather(self, parts: Sequence[Any], n: int) -> tuple[Any, Any]:
-        """(batch on the device, pinned buffer to keep alive) from numpy parts and device tensors."""
+    def _host_batch(self, parts: Sequence[Any], n: int) -> Any:
+        """All-numpy ``parts`` copied once, straight into a pinned buffer; ``None`` when some are on the device."""
+        if not all(isinstance(p, np.ndarray) for p in parts):
+            return None
+        buffer = self._pinned((n, *parts[0].shape[1:]))
+        view, row = buffer.numpy(), 0
+        for part in parts:
+            view[row : row + len(part)] = part
+            row += len(part)
+        return buffer
+
+    def _on_device(self, parts: Sequence[Any]) -> Any:
         import torch
 
-        if all(isinstance(p, np.ndarray) for p in parts):
-            buffer = self._pinned((n, *parts[0].shape[1:]))
-            view, row = buffer.numpy(), 0
-            for part in parts:  # one copy, straight into pinned memory
-                view[row : row + len(part)] = part
-                row += len(part)
-            return buffer.to(self.device, non_blocking=True), buffer
-        on_device = [p if isinstance(p, torch.Tensor) else torch.from_numpy(p).to(self.device) for p in parts]
-        return (on_device[0] if len(on_device) == 1 else torch.cat(on_device)), None
+        tensors = [p if isinstance(p, torch.Tensor) else torch.from_numpy(p).to(self.device) for p in parts]
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
     def _submit_cuda(self, parts: Sequence[Any], n: int) -> Pending:
         import torch
 
         start, copied, done = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+        keep = self._host_batch(parts, n)  # the pinned input, kept alive until its copy has run
         start.record()
-        batch, keep = self._gather(parts, n)  # (B, h, w, 3) uint8 on the device
-        copied.record()
+        batch = keep.to(self.device, non_blocking=True) if keep is not None else self._on_device(parts)
+        copied.record()  # batch: (B, h, w, 3) uint8 on the device
         x = self.encoder.preprocess(batch)
         features = self._model(x).float()  # (B, D) on the device
         host = torch.empty(features.shape, dtype=torch.float32, pin_memory=True)

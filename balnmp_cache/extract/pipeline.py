@@ -62,6 +62,7 @@ class ExtractResult:
         n_skipped: slides already complete with this key.
         n_busy: slides another process was extracting at the same time (left to it).
         n_patches: patches encoded now.
+        n_batches: encoder batches run (all full but the last: batches span slides).
         seconds, setup_seconds: wall time; the part spent learning the encoder's identity (building it,
             loading and hashing its weights, or reading an earlier run's record).
         read_seconds: reading and decoding on the reader thread (overlapping the encoder).
@@ -77,6 +78,7 @@ class ExtractResult:
     n_skipped: int = 0
     n_busy: int = 0
     n_patches: int = 0
+    n_batches: int = 0
     seconds: float = 0.0
     setup_seconds: float = 0.0
     read_seconds: float = 0.0
@@ -181,6 +183,7 @@ def _encode_todo(session: Session, runner: BatchEncoder, patch_filter: PatchFilt
                 work.lock = None
     for name in ("h2d", "forward", "wait", "loop"):
         setattr(run.result.times, name, getattr(times, name))
+    run.result.n_batches = loop.n_batches
 
 
 def _finish(session: Session, result: ExtractResult) -> None:
