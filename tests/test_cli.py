@@ -21,7 +21,7 @@ from balnmp_cache.cli import STAGES, app
 
 from .report.conftest import binary_scores, run_json, synthetic_labels, write_predictions
 
-SUBCOMMANDS = ("demo-data", "extract", "train", "ablate", "report", "predict", "heatmap", "verify", "doctor")
+SUBCOMMANDS = ("demo-data", "extract", "nuclei", "train", "ablate", "report", "predict", "heatmap", "verify", "doctor")
 
 
 def test_help_lists_every_subcommand():
@@ -103,10 +103,12 @@ def test_doctor_reports_readers_weights_and_fixes():
     heads = _package_heads()  # the valid values of train --head, as a fresh process registers them
     assert heads and all(name in entries["MIL heads"] for name in heads)
     if entries["timm"].startswith("missing"):
-        assert "balnmp-cache[timm]" in entries["timm"]  # install hints survive rendering
+        assert "timm>=1.0.31" in entries["timm"]  # install hints survive rendering
     for name, entry in entries.items():
-        if name.startswith("weights: ") and entry.startswith("warn") and "https://" in entry:
+        if name.startswith("weights: ") and entry.startswith("warn") and "https://download.pytorch.org" in entry:
             assert "fix: download https://" in entry and ".pth to " in entry  # the URL and the path, whole
+        elif name.startswith("weights: ") and entry.startswith("warn"):  # hub weights: the files, then the licence
+            assert "<cache>/models--" in entry and "fix: " in entry and "hf download " in entry
 
 
 def test_doctor_at_80_columns_keeps_every_url_and_path_whole():
@@ -135,11 +137,19 @@ TODAY = {
     "report": {"paths", "--out", "--clinical", "--config", "-c", "--verbose", "-v"},
     "predict": {"run_dir", "sources", "--cohort", "--top-k", "--out", "--verbose", "-v"},
     "ablate": {"grid", "--out", "--verbose", "-v"},
+    "nuclei": {
+        "sources", "--out", "--cohort", "--segmenter", "--weights", "--shard", "--patch-px", "--target-mpp",
+        "--magnification", "--slide-mpp", "--patch-filter", "--white-ratio-max", "--background-max", "--min-tissue",
+        "--prefer", "--batch-size", "--num-workers", "--fallback-mpp", "--smooth-sigma-um", "--threshold",
+        "--otsu-scale", "--threshold-od", "--dab-max-od", "--seed-sigma-um", "--seed-h-um", "--min-area-um2",
+        "--max-area-um2", "--fill-holes", "--no-fill-holes", "--n-bins", "--min-patch-nuclei", "--bags", "--no-bags",
+        "--skip-errors", "--no-skip-errors", "--force", "--no-force", "--config", "-c", "--verbose", "-v",
+    },
     "heatmap": {"run_dir", "slides", "--cache", "--out", "--config", "-c", "--verbose", "-v"},
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix", "--decode", "--shard"},
+    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision", "--decode", "--shard"},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
@@ -147,10 +157,11 @@ ADDED = {
     },
     "report": {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
-        "--heatmaps",
+        "--nuclei", "--heatmaps",
     },
     "predict": set(),
     "ablate": set(),
+    "nuclei": set(),
     "heatmap": {
         "--cohort", "--slide-dirs", "--score", "--norm", "--contribution-norm", "--center", "--cmap",
         "--diverging-cmap", "--alpha", "--canvas-px", "--top-k", "--gallery-px", "--cohort-split", "--target-class",

@@ -9,8 +9,9 @@ the encoder with the same settings, and :func:`remember_identity` writes it.
 
 A record is found by a digest of everything that decides the identity — the encoder, mode, weights
 argument and seed, the requested device and precision, the torch and torchvision versions, this
-package's version and the size and mtime of its encoder modules, the environment variables that move
-the weights (``TORCH_HOME``, ``XDG_CACHE_HOME``, ``HOME``) or the GPUs (``CUDA_VISIBLE_DEVICES``), and
+package's version and the size and mtime of its encoder modules, the encoder's revision and keyword
+arguments, the environment variables that move the weights (``TORCH_HOME``, ``XDG_CACHE_HOME``, ``HOME``,
+the Hugging Face cache's ``HF_HOME`` and ``HF_HUB_CACHE``) or the GPUs (``CUDA_VISIBLE_DEVICES``), and
 the machine (architecture, CPU flags, whether GPU device nodes exist) — and it is trusted only while
 each weights file it names has the size and mtime it had then. Weights whose file is not known
 (timm) are never recorded, so they are always built. When the recorded device is ``cuda`` the GPU
@@ -41,7 +42,10 @@ __all__ = ["EncoderIdentity", "identity_file", "known_identity", "remember_ident
 log = logging.getLogger(__name__)
 
 _MAX_RECORDS = 64
-_ENV = ("TORCH_HOME", "XDG_CACHE_HOME", "HOME", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+_ENV = (
+    "TORCH_HOME", "XDG_CACHE_HOME", "HOME", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+)
 _GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia/version")
 
 
@@ -50,7 +54,8 @@ class EncoderIdentity:
     """Everything of a built encoder that goes into the provenance (see ``provenance.py``).
 
     Attributes: as :class:`~balnmp_cache.encoders.Encoder` (``name`` ... ``random_weights``, the
-    spec's ``input_px``, ``mean`` and ``std``), plus the resolved ``device`` and ``precision``.
+    spec's ``input_px``, ``mean``, ``std`` and ``mpp``: the µm/px it was trained at, ``None`` for
+    none), plus the resolved ``device`` and ``precision``.
     """
 
     name: str
@@ -65,6 +70,7 @@ class EncoderIdentity:
     feature_dim: int
     device: str
     precision: str
+    mpp: float | None
 
     @classmethod
     def of(cls, encoder: Any, *, device: str, precision: str) -> EncoderIdentity:
@@ -75,7 +81,7 @@ class EncoderIdentity:
             weights_sha256=encoder.weights_sha256, random_weights=bool(encoder.random_weights),
             input_px=int(spec.input_px), mean=tuple(float(v) for v in spec.mean),  # type: ignore[arg-type]
             std=tuple(float(v) for v in spec.std), feature_dim=int(encoder.feature_dim),  # type: ignore[arg-type]
-            device=device, precision=precision,
+            device=device, precision=precision, mpp=None if spec.mpp is None else float(spec.mpp),
         )
 
     @classmethod
@@ -113,15 +119,17 @@ def _code_state() -> list[str]:
 
 
 def _lookup_key(config: ExtractConfig) -> str:
-    weights = config.weights if config.weights in ("imagenet", "random") else os.path.abspath(config.weights)
+    named = config.weights in ("pretrained", "imagenet", "random")
+    weights = config.weights if named else os.path.abspath(config.weights)
     data = {
         "encoder": config.encoder, "mode": config.mode, "weights": weights, "seed": config.seed,
+        "revision": config.encoder_revision, "kwargs": config.encoder_kwargs,
         "device": config.device, "precision": config.precision,
         "torch": _version("torch"), "torchvision": _version("torchvision"), "code": _code_state(),
         "env": {name: os.environ.get(name, "") for name in _ENV},
         "machine": [platform.machine(), _cpu_flags(), [os.path.exists(node) for node in _GPU_NODES]],
     }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _file_states(paths: list[str]) -> list[list[Any]] | None:

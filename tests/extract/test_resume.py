@@ -86,3 +86,7 @@ def test_random_weights_are_recorded_per_seed(tmp_path, monkeypatch):
     remember_identity(cfg, identity)
     assert known_identity(cfg) == identity
     assert known_identity(config([tmp_path], tmp_path / "out", weights="random", encoder="resnet18", seed=1)) is None
+    kwargs = {"encoder_kwargs": {"pretrained_cfg_overlay": {"crop_pct": 1.0}}}
+    assert known_identity(config([tmp_path], tmp_path / "out", weights="random", encoder="resnet18", **kwargs)) is None
+    revised = config([tmp_path], tmp_path / "out", weights="random", encoder="resnet18", encoder_revision="v2")
+    assert known_identity(revised) is None  # another revision may be other weights: built, not looked up
