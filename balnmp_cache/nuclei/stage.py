@@ -252,6 +252,7 @@ def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None
     finally:
         claimer.release_all()
         stream.close()
+    tables.compact()  # rows are journalled per slide; after an error the next run folds them in
     result.n_busy, result.n_skipped = claimer.n_busy, result.n_skipped + claimer.n_skipped
     emit(progress, "end", "slides")
     _finish(config, all_jobs, tables, result)
