@@ -22,7 +22,7 @@ def _key(encoder: str, **overrides) -> tuple[str, str]:
     """(cache key, encoder identifier) of extracting with ``encoder`` on the CPU in fp32."""
     cfg = ExtractConfig(sources=[Path("slides")], encoder=encoder, device="cpu", precision="fp32", **overrides)
     runner = BatchEncoder.build(cfg)
-    provenance = extract_provenance(cfg, runner, patch_filter_for(cfg))
+    provenance = extract_provenance(cfg, runner.identity, patch_filter_for(cfg))
     return cache_key(provenance.key_params()), runner.encoder.identifier
 
 
