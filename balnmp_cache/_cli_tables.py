@@ -86,6 +86,9 @@ def extract_summary(result: Any) -> Group:
         f"{result.compute_seconds:.1f} s)"
     )
     parts.append(Paragraph(totals, style="bold red" if result.exit_code else "bold"))
+    times = getattr(result, "times", None)
+    if times is not None and times.loop:
+        parts.append(Paragraph(f"time: {times.summary()}"))
     return Group(*parts)
 
 

@@ -149,7 +149,7 @@ TODAY = {
 }
 # ... and the ones that every remaining field brought with it.
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision"},
+    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision", "--decode", "--shard"},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",

@@ -1,8 +1,10 @@
 """One cache directory as an object: its key and format, slide files, manifest, locks and recovery.
 
 ``extract`` talks only to a :class:`CacheDir`: it never builds a slide path, opens a header or
-checks completeness itself. Keeping those behind this object is what lets a completion index, a
-manifest journal or a background writer be added here later without touching the pipeline.
+checks completeness itself. Manifest rows go to an append-only journal (O(1) per slide,
+:mod:`~balnmp_cache.cache.journal`), compacted into ``manifest.csv`` by :meth:`CacheDir.compact`,
+and the skip check answers from the completion index (:mod:`~balnmp_cache.cache.index`) while a
+file's size, mtime, inode and ctime are what they were when it was written or last read through.
 ``load_cache`` and ``verify_cache`` open existing directories with :meth:`CacheDir.open`.
 
 Writes fail as a :class:`~balnmp_cache.errors.StorageError` with one line naming the path and the
@@ -14,14 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from balnmp_cache.cache import journal
+from balnmp_cache.cache.index import SlideFile, entries_of, file_state, read_index
 from balnmp_cache.cache.locks import clean_stale_temporaries, slide_lock_path, try_lock
-from balnmp_cache.cache.manifest import ManifestRow, read_manifest, update_manifest
+from balnmp_cache.cache.manifest import ManifestRow, append_rows, read_manifest, update_manifest
 from balnmp_cache.cache.naming import (
     CACHE_JSON,
     FORMATS,
@@ -37,8 +41,9 @@ from balnmp_cache.cache.naming import (
     write_cache_json,
 )
 from balnmp_cache.cache.schema import SlideFeatures
-from balnmp_cache.cache.slide import is_complete, read_header, read_slide, write_slide
-from balnmp_cache.errors import CacheError, CorruptCacheError, StorageError
+from balnmp_cache.cache.skip import CachedSlide, entry_from_attrs, skip_check
+from balnmp_cache.cache.slide import is_complete, read_header, write_slide
+from balnmp_cache.errors import CacheError, StorageError
 from balnmp_cache.fsio import describe_os_error
 
 __all__ = ["CacheDir", "CachedSlide", "resolve_cache_dir"]
@@ -80,25 +85,13 @@ def resolve_cache_dir(path: Path) -> Path:
     raise CacheError(f"{path} holds {len(children)} caches ({names}); pass one of them as --cache")
 
 
-@dataclass(frozen=True)
-class CachedSlide:
-    """What a cache holds for one slide, as extract's skip check sees it.
+@dataclass
+class _Index:
+    """The completion index as this process knows it, and entries found since that are not recorded yet."""
 
-    Attributes:
-        status: ``absent`` (no file), ``done`` (complete, this key, the same input, content intact:
-            skip it), ``redo`` (extract it again: unfinished, corrupt, or its source was edited) or
-            ``conflict`` (a complete file of *another* source holds this slide id: never replaced
-            without ``--force``).
-        reason: one line saying why, for ``redo`` and ``conflict``.
-    """
-
-    status: Literal["absent", "done", "redo", "conflict"]
-    reason: str = ""
-
-
-def same_source(stored: object, source: Path) -> bool:
-    """Whether a file's ``source_path`` attribute names ``source`` (absolute paths compared)."""
-    return bool(stored) and os.path.abspath(str(stored)) == os.path.abspath(source)
+    entries: dict[str, SlideFile] | None = None
+    unrecorded: list[SlideFile] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True)
@@ -117,6 +110,7 @@ class CacheDir:
     key: str | None
     format: str | None = None
     dtype: str = "float16"
+    _index: _Index = field(default_factory=_Index, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -181,17 +175,67 @@ class CacheDir:
         """The rows of ``manifest.csv`` sorted by slide id (``[]`` without one)."""
         return read_manifest(self.directory)
 
-    def record(self, rows: Iterable[ManifestRow]) -> None:
-        """Merge ``rows`` into ``manifest.csv`` (one row per slide, the latest wins), safe across processes.
+    def record(self, rows: Iterable[ManifestRow], files: Iterable[SlideFile] = ()) -> None:
+        """Record ``rows`` (one row per slide, the latest wins) and index entries ``files``: one append to
+        the journal, O(1) whatever the size of the cache, safe across processes and kill -9.
 
         Raises:
             StorageError: the cache folder is gone, or its filesystem refuses the write.
         """
         self.require_directory()
         try:
-            update_manifest(self.directory, rows)
+            append_rows(self.directory, rows, files)
         except OSError as err:
             raise StorageError(f"{describe_os_error(err, self.directory)} (updating {MANIFEST_CSV})") from err
+
+    def compact(self) -> None:
+        """Fold the journal into ``manifest.csv`` and ``.index.json`` (nothing to do without a journal).
+
+        Raises:
+            StorageError: the cache folder is gone, or its filesystem refuses the write.
+        """
+        self.require_directory()
+        if not journal.journal_path(self.directory).exists():
+            return
+        try:
+            update_manifest(self.directory, [])
+        except OSError as err:
+            raise StorageError(f"{describe_os_error(err, self.directory)} (compacting {MANIFEST_CSV})") from err
+
+    # -- the completion index ----------------------------------------------------------------------
+    def index(self) -> dict[str, SlideFile]:
+        """Slide id -> index entry: ``.index.json`` with the journal applied, read once per object."""
+        with self._index.lock:
+            if self._index.entries is None:
+                base, records = journal.snapshot(self.directory, lambda: read_index(self.directory))
+                self._index.entries = {**base, **entries_of(records)}
+            return self._index.entries
+
+    def remember(self, entry: SlideFile, *, recorded: bool) -> None:
+        """Take ``entry`` into this object's index; unless ``recorded``, :meth:`record_verified` journals it."""
+        entries = self.index()
+        with self._index.lock:
+            entries[entry.slide_id] = entry
+            if not recorded:
+                self._index.unrecorded.append(entry)
+
+    def record_verified(self) -> None:
+        """Journal the index entries the skip check found since the last call (one append).
+
+        Raises:
+            StorageError: as :meth:`record`.
+        """
+        with self._index.lock:
+            entries, self._index.unrecorded = self._index.unrecorded, []
+        if entries:
+            self.record([], entries)
+
+    def indexed(self, slide_id: str) -> SlideFile | None:
+        """The index entry of ``slide_id`` when its file is still in the state it records, else ``None``."""
+        entry = self.index().get(slide_id)
+        if entry is None or entry.cache_key != self.key:
+            return None
+        return entry if file_state(self.slide_path(slide_id)) == entry.state else None
 
     def require_directory(self) -> None:
         """Raise :class:`~balnmp_cache.errors.StorageError` when the cache folder no longer exists.
@@ -231,7 +275,9 @@ class CacheDir:
         except OSError as err:
             raise StorageError(f"{describe_os_error(err, self.directory)} (locking slide '{slide_id}')") from err
 
-    def cached_slide(self, slide_id: str, *, fingerprint: Callable[[], str], source: Path) -> CachedSlide:
+    def cached_slide(
+        self, slide_id: str, *, fingerprint: Callable[[], str], source: Path, source_state: str = ""
+    ) -> CachedSlide:
         """Whether ``slide_id`` from ``source`` is done, must be redone, or collides with another slide.
 
         The rule: a complete file of this key with the same ``source_fingerprint`` is ``done`` when
@@ -240,40 +286,25 @@ class CacheDir:
         annotation under the same path): ``redo``. Another ``source_path`` means another slide
         with the same id (e.g. ``1.jpg`` of a second collection): ``conflict``.
 
+        A file whose index entry matches its state is judged from the entry alone (a ``stat``, no
+        header, no checksum pass), and when ``source_state`` is the one the entry records, its
+        fingerprint is taken from the entry as well (see :mod:`balnmp_cache.cache.index`).
+
         Args:
             slide_id: the slide.
-            fingerprint: returns the input's fingerprint; called only when a complete file exists,
-                since computing it reads from the slide.
+            fingerprint: returns the input's fingerprint; called only when a complete file exists and
+                its source state is not known, since computing it reads from the slide.
             source: the slide file (or folder) this run would extract.
+            source_state: the source's state (``extract.fingerprint.source_state``); '' when unknown.
         """
-        path = self.slide_path(slide_id)
-        if not path.exists():
-            return CachedSlide("absent")
-        if not is_complete(path, cache_key=self.key):
-            return CachedSlide("redo", f"{path.name} is not a complete slide file of this cache (unreadable, truncated "
-                                       "or unfinished)")
-        try:
-            attrs = read_header(path).attrs
-        except CacheError:  # replaced or removed since the check above
-            return CachedSlide("redo", f"{path.name} could not be opened")
-        stored = attrs.get("source_path", "")
-        if attrs.get("source_fingerprint") != fingerprint():
-            if same_source(stored, source):
-                return CachedSlide("redo", f"its source {source} changed since it was extracted")
-            return CachedSlide("conflict", (
-                f"slide id '{slide_id}' is already in the cache from {stored or 'another source'}, a different slide "
-                f"than {source}; re-run with --force to replace it, or with --slide-id-prefix PREFIX to keep both"
-            ))
-        try:
-            read_slide(path)
-        except CorruptCacheError as err:
-            return CachedSlide("redo", f"{path.name} is corrupt ({err.reason})")
-        except CacheError as err:
-            return CachedSlide("redo", f"{path.name} could not be read ({err})")
-        return CachedSlide("done")
+        return skip_check(self, slide_id, fingerprint, source, source_state)
 
     def n_patches(self, slide_id: str) -> int:
-        """Patches in ``slide_id``'s file; 0 when it is missing or unreadable."""
+        """Patches in ``slide_id``'s file (from the index while it matches the file); 0 when it is missing or
+        unreadable."""
+        entry = self.indexed(slide_id)
+        if entry is not None:
+            return entry.n_patches
         with contextlib.suppress(Exception):
             return int(read_header(self.slide_path(slide_id)).n_patches)
         return 0
@@ -289,6 +320,28 @@ class CacheDir:
         self.require_directory()
         return write_slide(self.directory, sf, format=self._format(), dtype=self.dtype)  # type: ignore[arg-type]
 
+    def commit(self, sf: SlideFeatures, row: ManifestRow, *, source_state: str = "") -> Path:
+        """Write one slide (as :meth:`write`), then journal its manifest ``row`` with its index entry in one append.
+
+        Args:
+            sf: the slide; its attributes hold ``cache_key``, ``source_fingerprint``, ``source_path``.
+            row: its ``ok`` manifest row.
+            source_state: the source's state when its fingerprint was computed ('' when unknown).
+
+        Raises:
+            CacheError, StorageError: as :meth:`write` and :meth:`record`.
+        """
+        path = self.write(sf)
+        state = file_state(path)
+        files = []
+        if state is not None:
+            attrs = {**sf.attrs, "n_patches": sf.n_patches}
+            entry = entry_from_attrs(sf.slide_id, state, attrs, source_state)
+            self.remember(entry, recorded=True)
+            files.append(entry)
+        self.record([row], files)
+        return path
+
     # -- after a crash --------------------------------------------------------------------------
     def recover(self) -> list[ManifestRow]:
         """Undo what interrupted runs left: stale temporaries, and complete files whose row was lost.
@@ -302,6 +355,7 @@ class CacheDir:
         """
         for path in clean_stale_temporaries(self.directory):
             log.info("removed a temporary left by an interrupted run: %s", path.name)
+        self.compact()
         have = {row.slide_id for row in self.manifest() if row.status == "ok"}
         suffix = format_suffix(self._format())
         rows = []
@@ -344,3 +398,4 @@ class CacheDir:
                 "there; extract into a new --out"
             )
         return self.format
+

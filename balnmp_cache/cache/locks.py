@@ -51,8 +51,12 @@ def _lock_kwargs() -> dict[str, Any]:
     import filelock
 
     params = inspect.signature(filelock.FileLock.__init__).parameters
-    # A soft (PID-file) lock would survive kill -9: never fall back to one.
-    return {"fallback_to_soft": False} if "fallback_to_soft" in params else {}
+    kwargs: dict[str, Any] = {}
+    if "fallback_to_soft" in params:  # a soft (PID-file) lock would survive kill -9: never fall back to one
+        kwargs["fallback_to_soft"] = False
+    if "thread_local" in params:  # extract claims a slide on one thread and its writer thread releases it
+        kwargs["thread_local"] = False
+    return kwargs
 
 
 def _lock_path(cache_dir: Path, name: str) -> Path:

@@ -5,7 +5,9 @@ Everything that builds or parses a path inside a cache lives here, so the layout
 ```
 CACHE_ROOT/<encoder>-<mode>-<key>/        cache_dir_name()
     cache.json                             write_cache_json(): the canonical JSON hashed into <key>
-    manifest.csv                           manifest.py
+    manifest.csv                           manifest.py (compacted)
+    .journal.jsonl                         journal.py: manifest rows and index entries appended since
+    .index.json                            index.py: what each complete slide file is (size, mtime, inode, ...)
     <slide_id>.h5 | <slide_id>.zarr        slide_path()
     .tmp-<pid>-<token>-<slide_id>.h5       temp_path(): a write in progress (or left by a crash)
     .old-<pid>-<token>-<slide_id>.zarr     a replaced Zarr store being removed
@@ -33,6 +35,8 @@ __all__ = [
     "AUX_TEMP_RE",
     "CACHE_JSON",
     "FORMATS",
+    "INDEX_JSON",
+    "JOURNAL",
     "LOCKS_DIR",
     "MANIFEST_CSV",
     "SCHEMA_VERSION",
@@ -59,6 +63,8 @@ FORMATS: dict[str, str] = {"hdf5": ".h5", "zarr": ".zarr"}
 
 CACHE_JSON = "cache.json"
 MANIFEST_CSV = "manifest.csv"
+JOURNAL = ".journal.jsonl"
+INDEX_JSON = ".index.json"
 LOCKS_DIR = ".locks"
 
 # Suffixes recognised when listing a folder of slide files (ours and CLAM/TRIDENT/STAMP).
@@ -69,9 +75,9 @@ _TEMP_RE = re.compile(
     r"^\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})-(?P<slide_id>.+)(?P<suffix>\.h5|\.zarr)$"
 )
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._+]+")
-# Temporaries of manifest.csv / cache.json rewrites (written and renamed within milliseconds):
+# Temporaries of manifest.csv / cache.json / .index.json rewrites (written and renamed within milliseconds):
 # balnmp_cache.fsio's ".<name>.<pid>.<token>.tmp", and the same without ".tmp" from older versions.
-AUX_TEMP_RE = re.compile(r"^\.(manifest\.csv|cache\.json)\.\d+\.[0-9a-f]{8}(\.tmp)?$")
+AUX_TEMP_RE = re.compile(r"^\.(manifest\.csv|cache\.json|\.index\.json)\.\d+\.[0-9a-f]{8}(\.tmp)?$")
 
 
 def _canonical(value: Any, where: str) -> Any:

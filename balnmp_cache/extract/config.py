@@ -19,7 +19,9 @@ class ExtractConfig(StageConfig):
         default_factory=list,
         description="slide files, folders of slides, BCNB roots, folders of BCNB pre-cut patches, or manifest CSVs",
     )
-    out: Path = Field(Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/")
+    out: Path = Field(
+        Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/"
+    )
     encoder: str = Field("efficientnet_lite0", description="encoder name (balnmp-cache doctor lists them)")
     mode: Literal["avg", "max", "flatten", "cls", "mean_tokens", "cls+mean"] | None = Field(
         None, description="pooling: avg|max|flatten for CNNs, cls|mean_tokens|cls+mean for ViTs; default: the encoder's"
@@ -70,8 +72,34 @@ class ExtractConfig(StageConfig):
     num_workers: int = Field(2, ge=1, le=64, description="reader threads")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast precision; 'auto' = bf16 where computed natively (GPU, CPUs with AVX512-BF16/AMX), else fp32"
+        "auto",
+        description="autocast precision; 'auto' = bf16 where computed natively (GPU, CPUs with AVX512-BF16/AMX), "
+        "else fp32",
     )
+    decode: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where JPEG patches and plain-JPEG slides are decoded; 'auto' = on the GPU when the encoder runs "
+        "there (part of the cache key when 'cuda')",
+    )
+    shard: str | None = Field(
+        None,
+        description="'I/N': extract only shard I (0-based) of N size-balanced shards of the slide list, so N processes "
+        "or a Slurm array (sbatch --array=0-(N-1)) cover a cohort together; not saved in config.toml",
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _valid_shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from balnmp_cache.errors import ConfigError
+        from balnmp_cache.shards import parse_shard
+
+        try:
+            index, count = parse_shard(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return f"{index}/{count}"
 
     @field_validator("slide_id_prefix")
     @classmethod

@@ -26,8 +26,8 @@ from balnmp_cache.cache.naming import SCHEMA_VERSION
 from balnmp_cache.extract.config import ExtractConfig
 
 if TYPE_CHECKING:
-    from balnmp_cache.extract.encode import BatchEncoder
     from balnmp_cache.extract.filters import PatchFilter
+    from balnmp_cache.extract.identity import EncoderIdentity
 
 __all__ = ["EXTRACTION_VERSION", "PROVENANCE", "Item", "Provenance", "extract_provenance"]
 
@@ -63,6 +63,8 @@ PROVENANCE: dict[str, Item] = {
     "mode": _both("how the encoder's feature map is pooled"),
     "device": _both("where the encoder ran (kernels differ in the last bits)"),
     "precision": _both("autocast precision"),
+    "decode": _both("where JPEGs were decoded, only when on the GPU (nvJPEG and the GPU resize differ in the last "
+                    "grey level from the CPU path, whose caches keep their key)"),
     "dtype": _both("stored features dtype"),
     "input_px": _both("encoder input side after the resize"),
     "norm_mean": _both("encoder input normalisation"),
@@ -111,9 +113,11 @@ class Provenance:
         return attrs
 
 
-def extract_provenance(config: ExtractConfig, runner: BatchEncoder, patch_filter: PatchFilter) -> Provenance:
-    """The provenance of extracting with ``config`` on the built ``runner`` through ``patch_filter``."""
-    encoder = runner.encoder
+def extract_provenance(
+    config: ExtractConfig, encoder: EncoderIdentity, patch_filter: PatchFilter, *, decode: str = "cpu"
+) -> Provenance:
+    """The provenance of extracting with ``config`` by ``encoder`` (a built one's identity) through
+    ``patch_filter``, decoding JPEGs on ``decode`` (``cpu`` or ``cuda``)."""
     values: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "extraction_version": EXTRACTION_VERSION,
@@ -123,21 +127,23 @@ def extract_provenance(config: ExtractConfig, runner: BatchEncoder, patch_filter
         "weights_sha256": encoder.weights_sha256,
         "random_weights": bool(encoder.random_weights),
         "mode": encoder.mode,
-        "device": runner.device,
-        "precision": runner.precision,
+        "device": encoder.device,
+        "precision": encoder.precision,
         "dtype": config.dtype,
         "format": config.format,
-        "input_px": encoder.spec.input_px,
-        "norm_mean": [float(v) for v in encoder.spec.mean],
-        "norm_std": [float(v) for v in encoder.spec.std],
+        "input_px": encoder.input_px,
+        "norm_mean": [float(v) for v in encoder.mean],
+        "norm_std": [float(v) for v in encoder.std],
         "patch_px": config.patch_px,
         "target_mpp": config.target_mpp,
         "magnification": config.magnification,
         "min_tissue": config.min_tissue,
         **patch_filter.provenance(),
     }
-    if encoder.spec.mpp is not None:
-        values["encoder_mpp"] = float(encoder.spec.mpp)
+    if encoder.mpp is not None:
+        values["encoder_mpp"] = float(encoder.mpp)
     if config.target_mpp is not None or config.magnification is not None:
         values["slide_mpp"] = config.slide_mpp  # an override changes the grid only when resampling
+    if decode != "cpu":
+        values["decode"] = decode
     return Provenance(values)

@@ -1,30 +1,35 @@
 """The reading side of stage 1: slides in, filtered uint8 patches out, on a background thread.
 
-A :class:`PatchStream` runs one producer thread over the slides it is given. For each slide it
-opens a reader, plans the resolution, builds the candidate grid (annotated regions, else tissue
-detection), reads candidates in grid-ordered batches (cuCIM's batch API where available), paints
-outside-polygon pixels white, applies the patch filter and puts the kept patches on a bounded
-queue. The consumer (the encoder loop) therefore computes while the next patches are decoded,
-including across slide boundaries.
+A :class:`PatchStream` runs one producer thread over the slides still to do. For each slide it
+claims it (:class:`~balnmp_cache.extract.claims.Claimer`: the OS lock, the skip check again), opens
+a reader, plans the resolution, builds the candidate grid (annotated regions, else tissue
+detection), reads candidates in grid-ordered batches (cuCIM's batch API where available; plain
+JPEGs decoded on the GPU with ``decode = cuda``), paints outside-polygon pixels white, applies the
+patch filter and puts the kept patches on a queue bounded in *patches* (three encoder batches), so
+the reader works ahead across as many slides as a batch needs, small or large. Items come out in
+slide order; each slide ends with a :class:`SlideDone` or :class:`SlideFailed` that hands its lock
+to the consumer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from balnmp_cache.errors import BalnmpError, SlideError
+from balnmp_cache.extract.claims import Claim
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.filters import PatchFilter
+from balnmp_cache.extract.precut import Batch, precut_attrs, precut_batches, region_origins
 from balnmp_cache.slides import (
     PatchCandidates,
     ResolutionPlan,
@@ -34,18 +39,16 @@ from balnmp_cache.slides import (
     clip_regions,
     load_regions,
     open_slide,
-    parse_patch_name,
-    patch_key,
     plan_resolution,
     region_candidates,
     tissue_candidates,
 )
 
-__all__ = ["PatchBatch", "PatchStream", "SlideDone", "SlideFailed", "SlideInfo"]
+__all__ = ["Batch", "PatchStream", "SlideDone", "SlideFailed", "SlideInfo", "SlideSkipped", "StreamError"]
 
 log = logging.getLogger(__name__)
 
-_QUEUE_BATCHES = 6  # read-ahead, in reader batches
+QUEUE_BATCHES = 3  # read-ahead, in encoder batches of patches
 
 
 @dataclass
@@ -56,37 +59,43 @@ class SlideInfo:
     n_candidates: int = 0
     notes: list[str] = field(default_factory=list)
     setup_seconds: float = 0.0  # opening, planning and the candidate grid, before the first read
-
-
-@dataclass
-class PatchBatch:
-    """Kept patches of one slide: (B, patch_px, patch_px, 3) uint8 and their positions and keys."""
-
-    job: SlideJob
-    patches: np.ndarray
-    coords: np.ndarray  # (B, 2) int64 level-0 top-left
-    region_id: np.ndarray  # (B,) int32
-    patch_key: list[str]
-    read_seconds: float
+    decode_seconds: float = 0.0  # of setup_seconds: a whole JPEG slide decoded on the GPU
 
 
 @dataclass
 class SlideDone:
-    """All of a slide's batches have been sent."""
+    """All of a slide's batches have been sent; ``lock`` (held) passes to the consumer."""
 
     job: SlideJob
     info: SlideInfo
+    lock: Any
 
 
 @dataclass
 class SlideFailed:
-    """The slide could not be read; ``reason`` is one line for the manifest."""
+    """The slide could not be read; ``reason`` is one line for the manifest; ``lock`` passes on."""
 
     job: SlideJob
     reason: str
+    lock: Any
 
 
-_Item = PatchBatch | SlideDone | SlideFailed
+@dataclass
+class SlideSkipped:
+    """The slide was not claimed: ``busy`` (another process has it), ``done`` or ``conflict``."""
+
+    job: SlideJob
+    claim: Claim
+
+
+@dataclass
+class StreamError:
+    """Claiming failed in a way that stops the run (a :class:`~balnmp_cache.errors.StorageError`)."""
+
+    error: BaseException
+
+
+Item = Batch | SlideDone | SlideFailed | SlideSkipped | StreamError
 
 
 def _resize(patches: np.ndarray, px: int) -> np.ndarray:
@@ -95,7 +104,8 @@ def _resize(patches: np.ndarray, px: int) -> np.ndarray:
 
     if patches.shape[1] == px and patches.shape[2] == px:
         return patches
-    return np.stack([np.asarray(Image.fromarray(p).resize((px, px), Image.BILINEAR)) for p in patches])
+    resample = Image.Resampling.BILINEAR
+    return np.stack([np.asarray(Image.fromarray(p).resize((px, px), resample)) for p in patches])
 
 
 def _one_line(err: BaseException) -> str:
@@ -105,78 +115,142 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _size(item: Item) -> int:
+    return len(item.patches) if isinstance(item, Batch) else 0
+
+
+class _Queue:
+    """A FIFO bounded by the patches it holds (an item that alone exceeds the bound still passes)."""
+
+    def __init__(self, max_patches: int) -> None:
+        self._items: deque[Item | None] = deque()
+        self._patches = 0
+        self._max = max_patches
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item: Item | None) -> bool:
+        """Append ``item``, waiting for room; False when the queue was closed meanwhile."""
+        n = 0 if item is None else _size(item)
+        with self._cond:
+            while not self.closed and self._items and self._patches + n > self._max:
+                self._cond.wait()
+            if self.closed:
+                return False
+            self._items.append(item)
+            self._patches += n
+            self._cond.notify_all()
+            return True
+
+    def get(self) -> Item | None:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            item = self._items.popleft()
+            self._patches -= 0 if item is None else _size(item)
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> list[Item | None]:
+        """Refuse further puts; return what was still queued."""
+        with self._cond:
+            self.closed = True
+            left, self._items = list(self._items), deque()
+            self._patches = 0
+            self._cond.notify_all()
+            return left
+
+
 class PatchStream:
-    """Read slides on a background thread; :meth:`get` returns :data:`_Item` values in slide order.
+    """Claim and read ``jobs`` on a background thread; :meth:`get` returns items in slide order.
 
     Args:
         config: the extraction configuration (patch size, resolution, batch size, threads).
         patch_filter: decides which read patches are kept (pre-cut patches are all kept).
+        jobs: the slides to do, in order.
+        claim: claims one slide (its lock and skip check), called on the reader thread.
+        decode: ``cpu`` or ``cuda``: where JPEG patches and plain-JPEG slides are decoded.
     """
 
-    def __init__(self, config: ExtractConfig, patch_filter: PatchFilter) -> None:
-        self.config = config
-        self.patch_filter = patch_filter
-        self._jobs: queue.Queue[SlideJob | None] = queue.Queue()
-        self._items: queue.Queue[_Item | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
-        self._stop = threading.Event()
+    def __init__(
+        self, config: ExtractConfig, patch_filter: PatchFilter, jobs: Iterable[SlideJob],
+        claim: Callable[[SlideJob], Claim], *, decode: str = "cpu",
+    ) -> None:
+        self.config, self.patch_filter, self.decode = config, patch_filter, decode
+        self._jobs, self._claim = iter(jobs), claim
+        self._queue = _Queue(max(QUEUE_BATCHES * config.batch_size, 1))
+        self._held: dict[int, Any] = {}  # id(job) -> lock of slides claimed whose end item was not taken yet
+        self._held_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=config.num_workers, thread_name_prefix="balnmp-read")
         _preload_readers()  # cuCIM's import mutes fds 1/2 briefly: do it before other threads log
         self._thread = threading.Thread(target=self._run, name="balnmp-reader", daemon=True)
         self._thread.start()
 
-    # -- producer ---------------------------------------------------------------------------
-    def submit(self, job: SlideJob) -> None:
-        """Queue a slide for reading (the caller holds its lock)."""
-        self._jobs.put(job)
+    # -- consumer ---------------------------------------------------------------------------
+    def get(self) -> Item | None:
+        """The next item (blocks); ``None`` once every slide has been sent."""
+        item = self._queue.get()
+        if isinstance(item, SlideDone | SlideFailed):
+            with self._held_lock:
+                self._held.pop(id(item.job), None)  # the consumer owns the lock now
+        return item
 
     def close(self) -> None:
-        """Stop after the queued slides; pending items are discarded."""
-        self._stop.set()
-        self._jobs.put(None)
-        while self._thread.is_alive():
-            try:
-                self._items.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        """Stop reading; locks of slides not handed on are released, pending items discarded."""
+        self._queue.close()
         self._thread.join()
+        self._queue.close()
+        self._pool.shutdown(wait=True)
+        with self._held_lock:
+            locks, self._held = list(self._held.values()), {}
+        for lock in locks:
+            lock.release()
 
-    def _put(self, item: _Item | None) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
+    # -- producer ---------------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._stop.is_set():
-                self._put(None)  # tells the consumer that no more items come
-                return
-            info = SlideInfo()
-            try:
-                produce = self._precut_patches if job.kind == "patches" else self._slide_patches
-                for batch in produce(job, info):
-                    if not self._put(batch):
-                        return
-            except Exception as err:  # one slide's failure must not stop the run
-                log.debug("reading %s failed", job.path, exc_info=True)
-                if not self._put(SlideFailed(job, _one_line(err))):
+        try:
+            for job in self._jobs:
+                if self._queue.closed or not self._one(job):
                     return
-                continue
-            if not self._put(SlideDone(job, info)):
-                return
+        except BaseException as err:  # a claim that cannot be made (the folder gone, the disk refusing)
+            self._queue.put(StreamError(err))
+            return
+        self._queue.put(None)
 
-    def _slide_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[PatchBatch]:
+    def _one(self, job: SlideJob) -> bool:
+        claim = self._claim(job)
+        if claim.status != "claimed":
+            return self._queue.put(SlideSkipped(job, claim))
+        with self._held_lock:
+            self._held[id(job)] = claim.lock
+        info = SlideInfo()
+        try:
+            produce = self._precut_patches if job.kind == "patches" else self._slide_patches
+            for batch in produce(job, info):
+                if not self._queue.put(batch):
+                    return False
+        except Exception as err:  # one slide's failure must not stop the run
+            log.debug("reading %s failed", job.path, exc_info=True)
+            return self._queue.put(SlideFailed(job, _one_line(err), claim.lock))
+        return self._queue.put(SlideDone(job, info, claim.lock))
+
+    def _open(self, job: SlideJob, info: SlideInfo) -> SlideReader:
+        if self.decode == "cuda" and job.path.suffix.lower() in (".jpg", ".jpeg"):
+            from balnmp_cache.extract.gpu_decode import open_jpeg_on_gpu
+
+            t0 = time.perf_counter()
+            reader = open_jpeg_on_gpu(job.path, num_workers=self.config.num_workers)
+            if reader is not None:
+                info.decode_seconds = time.perf_counter() - t0
+                return reader
+        return open_slide(job.path, num_workers=self.config.num_workers)
+
+    def _slide_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[Batch]:
         config = self.config
         t_open = time.perf_counter()
-        with open_slide(job.path, num_workers=config.num_workers) as reader:
+        with self._open(job, info) as reader:
             plan = plan_resolution(
-                reader,
-                patch_px=config.patch_px,
-                target_mpp=config.target_mpp,
-                magnification=config.magnification,
+                reader, patch_px=config.patch_px, target_mpp=config.target_mpp, magnification=config.magnification,
                 slide_mpp=job.mpp if job.mpp is not None else config.slide_mpp,
             )
             info.attrs.update(_plan_attrs(reader, plan))
@@ -192,19 +266,17 @@ class PatchStream:
                 apply_masks(patches, candidates, index)
                 keep = self.patch_filter.keep(patches)
                 kept = index[keep]
-                yield PatchBatch(
-                    job=job,
-                    patches=patches[keep],
-                    coords=candidates.level0_xy[kept],
-                    region_id=candidates.region_id[kept],
-                    patch_key=[candidates.patch_key[i] for i in kept.tolist()],
+                yield Batch(
+                    job=job, patches=patches[keep], coords=candidates.level0_xy[kept],
+                    region_id=candidates.region_id[kept], patch_key=[candidates.patch_key[i] for i in kept.tolist()],
                     read_seconds=time.perf_counter() - t0,
                 )
 
     def _candidates(self, job: SlideJob, reader: SlideReader, plan: ResolutionPlan, info: SlideInfo) -> PatchCandidates:
         """The grid inside the annotated regions, else over the detected tissue; notes ``roi_source``."""
         geometry = dict(
-            patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px, read_level=plan.read_level, read_px=plan.read_px
+            patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px,
+            read_level=plan.read_level, read_px=plan.read_px
         )
         if job.annotation is None:
             info.attrs["roi_source"] = "tissue detection (Otsu on saturation)"
@@ -220,65 +292,14 @@ class PatchStream:
         max_outside = self.patch_filter.max_outside
         return region_candidates(regions, slide_id=job.slide_id, max_outside=max_outside, **geometry)
 
-    def _precut_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[PatchBatch]:
+    def _precut_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[Batch]:
         """BCNB ``patches/<pid>/<pid>_<region>_<x>_<y>.jpg``: embed exactly these, keyed by their official path."""
-        from PIL import Image
-
-        config = self.config
-        origins = _region_origins(job)
+        origins = region_origins(job)
         info.n_candidates = len(job.patch_files)
-        info.attrs.update(
-            reader="pil",
-            level=0,
-            downsample=1.0,
-            patch_level0_px=config.patch_px,
-            mpp=float("nan") if job.mpp is None and config.slide_mpp is None else float(job.mpp or config.slide_mpp),
-            mpp_source="none" if job.mpp is None and config.slide_mpp is None else "override",
-            magnification=float("nan"),
-            slide_width=-1,
-            slide_height=-1,
-            roi_source="pre-cut BCNB patches",
-            coords_frame="level0" if origins is not None else "region_offset",
-        )
+        info.attrs.update(precut_attrs(job, self.config, level0=origins is not None))
         if origins is None:
             info.notes.append("no WSIs/<pid>.json beside the patches: coords are offsets inside each region's bbox")
-
-        def load(path: Path) -> np.ndarray:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-                if rgb.size != (config.patch_px, config.patch_px):
-                    rgb = rgb.resize((config.patch_px, config.patch_px), Image.BILINEAR)
-                return np.asarray(rgb)
-
-        with ThreadPoolExecutor(max_workers=config.num_workers) as pool:
-            for start in range(0, len(job.patch_files), config.batch_size):
-                t0 = time.perf_counter()
-                files = job.patch_files[start : start + config.batch_size]
-                patches = np.stack(list(pool.map(load, files)))
-                parsed = [parse_patch_name(f) for f in files]
-                region = np.array([p[1] for p in parsed], dtype=np.int32)
-                offsets = np.array([(p[2], p[3]) for p in parsed], dtype=np.int64)
-                if origins is not None:
-                    missing = sorted({int(r) for r in region} - set(origins))
-                    if missing:
-                        raise SlideError(f"patches of {job.slide_id} name regions {missing} that its WSIs/{job.slide_id}.json lacks")
-                    offsets = offsets + np.array([origins[int(r)] for r in region], dtype=np.int64)
-                yield PatchBatch(
-                    job=job,
-                    patches=patches,
-                    coords=offsets,
-                    region_id=region,
-                    patch_key=[patch_key(f) for f in files],
-                    read_seconds=time.perf_counter() - t0,
-                )
-
-    # -- consumer ---------------------------------------------------------------------------
-    def get(self) -> _Item:
-        """The next item (blocks)."""
-        item = self._items.get()
-        if item is None:
-            raise RuntimeError("the reader thread stopped")
-        return item
+        yield from precut_batches(job, self.config, self._pool, origins=origins, on_gpu=self.decode == "cuda")
 
 
 def _plan_attrs(reader: SlideReader, plan: ResolutionPlan) -> dict[str, Any]:
@@ -301,26 +322,5 @@ def _plan_attrs(reader: SlideReader, plan: ResolutionPlan) -> dict[str, Any]:
 def _preload_readers() -> None:
     from balnmp_cache.slides.backends import import_cucim
 
-    try:
+    with contextlib.suppress(ImportError):  # cuCIM is optional at run time; open_slide falls back to the others
         import_cucim()
-    except ImportError:
-        pass  # cuCIM is optional at run time; open_slide falls back to the other readers
-
-
-def _region_origins(job: SlideJob) -> dict[int, tuple[int, int]] | None:
-    """Region id -> level-0 corner of each polygon's official crop, from the BCNB ``WSIs/<pid>.json``.
-
-    Looked up beside the patches folder's parent (``<root>/patches`` + ``<root>/WSIs``) and one level
-    higher (``<root>/paper_patches/patches``). The corner is the minimum of the polygon's vertices,
-    clamped at 0 (upstream issue #6), which is also the origin the tiler uses (``Region.origin``).
-    """
-    patches_dir = job.path.parent
-    candidates = [patches_dir.parent / "WSIs" / f"{job.slide_id}.json", patches_dir.parent.parent / "WSIs" / f"{job.slide_id}.json"]
-    annotation = next((c for c in candidates if c.is_file()), None)
-    if annotation is None:
-        return None
-    origins = {}
-    for region in load_regions(annotation):
-        corner = np.maximum(np.rint(region.vertices).min(axis=0), 0).astype(np.int64)
-        origins[region.region_id] = (int(corner[0]), int(corner[1]))
-    return origins

@@ -18,9 +18,9 @@ from balnmp_cache.cache import ManifestRow
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.extract.filters import PatchFilter
 from balnmp_cache.extract.fingerprint import source_fingerprint
-from balnmp_cache.extract.stream import PatchStream, SlideDone, SlideFailed, SlideInfo
 from balnmp_cache.nuclei.measure import measure_batch, unit_names
 from balnmp_cache.nuclei.segmenters import Segmenter
+from balnmp_cache.nuclei.stream import PatchStream, SlideDone, SlideFailed, SlideInfo
 from balnmp_cache.nuclei.tables import TableDir
 from balnmp_cache.slides import SlideJob
 

@@ -31,10 +31,10 @@ from balnmp_cache.errors import BalnmpError, ConfigError
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.filters import patch_filter_for
 from balnmp_cache.extract.fingerprint import source_fingerprint
-from balnmp_cache.extract.stream import PatchBatch, PatchStream, SlideInfo
 from balnmp_cache.nuclei.config import NucleiConfig
 from balnmp_cache.nuclei.segmenters import Segmenter, create_segmenter
 from balnmp_cache.nuclei.slide import SlideNuclei
+from balnmp_cache.nuclei.stream import PatchBatch, PatchStream, SlideInfo
 from balnmp_cache.nuclei.tables import TableDir
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.shards import parse_shard, select_shard
@@ -252,6 +252,7 @@ def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None
     finally:
         claimer.release_all()
         stream.close()
+    tables.compact()  # rows are journalled per slide; after an error the next run folds them in
     result.n_busy, result.n_skipped = claimer.n_busy, result.n_skipped + claimer.n_skipped
     emit(progress, "end", "slides")
     _finish(config, all_jobs, tables, result)

@@ -115,6 +115,10 @@ class TableDir:
     def record(self, rows: list[ManifestRow]) -> None:
         self.cache.record(rows)
 
+    def compact(self) -> None:
+        """Fold the rows recorded so far into ``manifest.csv`` (see :meth:`CacheDir.compact`)."""
+        self.cache.compact()
+
     def is_complete(self, slide_id: str) -> bool:
         """A table of this key exists for ``slide_id`` (never raises)."""
         try:

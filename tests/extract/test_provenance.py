@@ -57,7 +57,7 @@ SETTINGS = [
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(s) or "defaults")
 def test_the_cache_key_is_the_one_of_before(runner: BatchEncoder, settings: dict[str, Any]) -> None:
     cfg = ExtractConfig(weights="random", device="cpu", **settings)
-    provenance = extract_provenance(cfg, runner, patch_filter_for(cfg))
+    provenance = extract_provenance(cfg, runner.identity, patch_filter_for(cfg))
     assert cache_key(provenance.key_params()) == cache_key(v1_key_params(cfg, runner))
 
 
@@ -65,7 +65,7 @@ def test_every_item_says_where_it_goes_and_attributes_carry_the_cache_key(runner
     assert {name for name, item in PROVENANCE.items() if not item.attrs} == KEY_ONLY
     assert all(item.key or item.attrs for item in PROVENANCE.values())
     cfg = ExtractConfig(weights="random", device="cpu", target_mpp=1.0)
-    provenance = extract_provenance(cfg, runner, patch_filter_for(cfg))
+    provenance = extract_provenance(cfg, runner.identity, patch_filter_for(cfg))
     assert set(provenance.values) <= set(PROVENANCE)
     attrs = provenance.attrs("0123456789ab")
     assert attrs["cache_key"] == "0123456789ab" and not KEY_ONLY & set(attrs)

@@ -1,0 +1,97 @@
+"""JPEG decoding on the GPU (``--decode cuda``, the default when the encoder runs on a GPU).
+
+Two inputs are JPEGs that the CPU would otherwise decode while the GPU waits:
+
+* **pre-cut patches** (BCNB ``patches/<pid>/*.jpg``): the reader thread reads the files' bytes and
+  :func:`decode_patches` decodes them as one batch with ``torchvision.io.decode_jpeg(list, device=
+  "cuda")`` (nvJPEG); a patch of another size is resized to ``patch_px`` on the GPU with antialiased
+  bilinear interpolation (the CPU path: PIL bilinear). The batch stays on the GPU: the encoder's eval
+  transform (resize to ``input_px`` and normalisation) runs there too, without a host copy.
+* **plain-JPEG slides** (BCNB ``WSIs/<pid>.jpg``, up to ~20k px a side): :class:`NvjpegReader`
+  decodes the whole image on the GPU and keeps it in host memory, where the tiler, the polygon masks
+  and the patch filter read it exactly as they read PIL's decode.
+
+Everything here runs on the default CUDA stream, so work queued by the reader thread is ordered
+before the encoder's use of it without further synchronisation. nvJPEG's IDCT and chroma upsampling
+differ from libjpeg-turbo's in the last grey level, which is why ``decode = cuda`` is part of the
+cache key; ``tests/extract/test_gpu_decode.py`` (``-m gpu``) measures the pixel and feature parity.
+A JPEG that nvJPEG refuses (CMYK, some progressive or lossless variants) is decoded by PIL instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from balnmp_cache.slides.backends import PilReader
+
+__all__ = ["JPEG_SUFFIXES", "NvjpegReader", "decode_patches", "gpu_resize", "open_jpeg_on_gpu"]
+
+log = logging.getLogger(__name__)
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def _decode(datas: Sequence[bytes]) -> list[Any]:
+    """JPEG bytes -> (3, H, W) uint8 RGB tensors on the GPU (nvJPEG, one batched call)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    images = decode_jpeg(tensors, mode=ImageReadMode.RGB, device="cuda")
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def gpu_resize(images: Any, px: int) -> Any:
+    """(B, 3, h, w) uint8 on the GPU -> (B, 3, px, px) uint8: antialiased bilinear, rounded (PIL's rule)."""
+    import torch.nn.functional as F
+
+    if tuple(images.shape[-2:]) == (px, px):
+        return images
+    x = F.interpolate(images.float(), size=(px, px), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(images.dtype)
+
+
+def decode_patches(datas: Sequence[bytes], patch_px: int) -> Any:
+    """JPEG bytes of patches -> (B, patch_px, patch_px, 3) uint8 on the GPU (a view of (B, 3, px, px)).
+
+    Patches of another size are resized one by one; the batch is synchronised before it is returned,
+    so its decode time is measured and the reader thread can hand it on.
+    """
+    import torch
+
+    images = [gpu_resize(image[None], patch_px)[0] for image in _decode(datas)]
+    batch = torch.stack(images)  # (B, 3, px, px)
+    torch.cuda.current_stream().synchronize()
+    return batch.permute(0, 2, 3, 1)  # (B, px, px, 3), the layout of the CPU path
+
+
+class NvjpegReader(PilReader):
+    """A plain-JPEG slide decoded whole on the GPU, then read like :class:`PilReader` from host memory.
+
+    Raises:
+        RuntimeError: nvJPEG cannot decode the file (the caller falls back to PIL).
+    """
+
+    backend = "nvjpeg"
+
+    def __init__(self, path: Path, *, num_workers: int = 2) -> None:
+        super(PilReader, self).__init__(path, num_workers=num_workers)  # PilReader's own __init__ decodes with PIL
+        (image,) = _decode([self.path.read_bytes()])  # (3, H, W) on the GPU
+        self._array = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())  # (H, W, 3) uint8
+        del image
+        self.level_dimensions = ((int(self._array.shape[1]), int(self._array.shape[0])),)
+        self.level_downsamples = (1.0,)
+
+
+def open_jpeg_on_gpu(path: Path, *, num_workers: int) -> NvjpegReader | None:
+    """An :class:`NvjpegReader` of ``path``, or ``None`` when nvJPEG cannot decode it (then PIL does)."""
+    try:
+        return NvjpegReader(path, num_workers=num_workers)
+    except (RuntimeError, ValueError) as err:
+        log.info("%s: nvJPEG could not decode it (%s); decoding it on the CPU", Path(path).name, err)
+        return None
