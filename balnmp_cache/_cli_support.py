@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -27,17 +26,53 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
+from rich.text import Text
 
+from balnmp_cache._cli_layout import Paragraph
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.progress import ProgressEvent
 
 console = Console(stderr=True)
-# Piped output (make demo | tee, CI logs) gets room for the report's table instead of rich's 80 columns.
-stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
+# Summaries wrap themselves at spaces (balnmp_cache._cli_layout); soft wrap keeps rich from cropping a path or
+# URL longer than the screen, which the terminal then wraps without a newline in it. Piped output (make demo |
+# tee, CI logs) gets room for the report's table instead of rich's 80 columns.
+stdout = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120, soft_wrap=True)
 
 T = TypeVar("T")
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_MESSAGE_COLUMN = len("HH:MM:SS WARNING  ")  # where a log message starts, and its wrapped lines
+_LEVEL_STYLE = {"DEBUG": "dim", "INFO": "blue", "WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Log records on a rich console as ``HH:MM:SS LEVEL message``, never split inside a word.
+
+    On a terminal the message wraps at spaces, under itself; a path or URL longer than the line stays whole
+    (the terminal wraps it). Elsewhere (a pipe, a file, CI) every record is one line, as written, for grep.
+    """
+
+    def __init__(self, target: Console, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.target = target
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def render(self, record: logging.LogRecord) -> Text:
+        """The record as one styled line (the formatted message may hold newlines, e.g. a traceback)."""
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = (f"{record.levelname:<8}", _LEVEL_STYLE.get(record.levelname, ""))
+        return Text.assemble((stamp, "dim"), " ", level, " ", self.format(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.render(record)
+            if self.target.is_terminal:
+                self.target.print(Paragraph(line, indent=_MESSAGE_COLUMN), soft_wrap=True)
+            else:
+                self.target.print(line, soft_wrap=True, highlight=False)
+        except Exception:  # logging must never take the command down
+            self.handleError(record)
 
 
 def _fit_consoles() -> None:
@@ -48,15 +83,14 @@ def _fit_consoles() -> None:
 
 
 def setup_logging(*, verbose: bool = False) -> None:
-    """Send package logs to the terminal through rich (INFO, or DEBUG with --verbose)."""
+    """Send package logs to the terminal (INFO, or DEBUG with --verbose); see :class:`ConsoleLogHandler`."""
     _fit_consoles()
     root = logging.getLogger("balnmp_cache")
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
-        if isinstance(handler, RichHandler):
+        if isinstance(handler, ConsoleLogHandler):
             root.removeHandler(handler)
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler = ConsoleLogHandler(console, logging.DEBUG if verbose else logging.INFO)
     root.addHandler(handler)
 
 
@@ -91,11 +125,12 @@ class RichProgress:
     def __init__(self) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            # the figures take what the bar leaves; a screen too narrow for them cuts them with an ellipsis
+            TextColumn("{task.fields[info]}", markup=False, table_column=Column(no_wrap=True, overflow="ellipsis")),
             console=console,
             transient=False,
             disable=not console.is_terminal,
@@ -130,19 +165,28 @@ class RichProgress:
                 # without a terminal (CI, make | tee) print a line every 10 s instead of a bar
                 self._last_plain = time.monotonic()
                 total = self._totals[event.task]
-                console.print(f"{event.task}: {self._done[event.task]:g}/{total or '?'}  {info}", highlight=False)
+                line = f"{event.task}: {self._done[event.task]:g}/{total or '?'}  {info}"
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
         else:
             self._progress.update(task_id, info=info)
 
 
 def run_guarded(fn: Callable[[], T]) -> T:
-    """Run a command body; a user error prints its message (no traceback) and exits with status 2."""
+    """Run a command body; a user error or a failed filesystem call prints one line (no traceback), exit 2.
+
+    What counts is :func:`balnmp_cache._cli_errors.user_message`; any other exception keeps its traceback.
+    """
     try:
         return fn()
-    except BalnmpError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        logging.getLogger("balnmp_cache").debug("error details", exc_info=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; finished work is kept and a re-run resumes")
         sys.exit(130)
+    except Exception as err:
+        from balnmp_cache._cli_errors import user_message
+
+        message = str(err) if isinstance(err, BalnmpError) else user_message(err)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        logging.getLogger("balnmp_cache").debug("error details", exc_info=True)
+        sys.exit(2)

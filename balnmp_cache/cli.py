@@ -2,9 +2,10 @@
 
 The stage commands (extract, train, ablate, report, predict) are generated from their configuration
 classes (:mod:`balnmp_cache._cli_options`): each field is one flag, declared once in the stage's
-config. Every command runs through one wrapper (:func:`_run`): logging set-up, user errors as one
-line with exit status 2, and for stages the configuration loaded with the given flags as overrides,
-a log file in the output folder, a progress bar and the summary table.
+config. Every command runs through one wrapper (:func:`_run`): logging set-up, user errors and failed
+filesystem calls as one line with exit status 2, and for stages the configuration loaded with the given
+flags as overrides, a log file in the output folder (beside it for train and report, whose folder is
+swapped in whole), a progress bar and the summary table.
 
 Only the configuration classes are imported up front (pydantic, no torch); stage functions, rich and
 the tables are imported when a command runs, so ``balnmp-cache --help`` answers at once.
@@ -59,8 +60,12 @@ def _main(
 
 def _run(body: Callable[[], int | None], *, verbose: bool) -> None:
     """Run a command body: logging to the terminal, a user error as one line (exit 2), its exit code."""
+    import logging
+
     from balnmp_cache import _cli_support as ui
 
+    # A log file on a full disk must not print a traceback per record: the command's own error line says it.
+    logging.raiseExceptions = False
     ui.setup_logging(verbose=verbose)
     raise typer.Exit(ui.run_guarded(body) or 0)
 
@@ -93,12 +98,18 @@ def demo_data(
         from balnmp_cache import _cli_support as ui
         from balnmp_cache import _cli_tables as tables
         from balnmp_cache.demo import DEFAULT_PATIENTS, MARKER, write_demo_cohort
+        from balnmp_cache.demo.cohort import check_arguments
 
-        wanted: dict[str, Any] = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "pyramidal": pyramidal}
+        count = DEFAULT_PATIENTS if patients is None else patients  # --patients 0 is an error, not the default
+        check_arguments(out, count, seed)  # before the log file makes the folder
+        wanted: dict[str, Any] = {"patients": count, "seed": seed, "pyramidal": pyramidal}
         marker = out / MARKER
         if not force and marker.is_file():
-            done = json.loads(marker.read_text(encoding="utf-8"))
-            if done.get("complete") and done.get("arguments") == wanted:
+            try:
+                done = json.loads(marker.read_text(encoding="utf-8"))
+            except ValueError:
+                done = {}  # unreadable: write_demo_cohort refuses the folder with its own message
+            if isinstance(done, dict) and done.get("complete") and done.get("arguments") == wanted:
                 message = f"demo cohort already complete in {out} (same arguments); --force rewrites it"
                 ui.stdout.print(message, highlight=False)
                 return
@@ -123,6 +134,8 @@ class Stage:
         config_argument: name and help of a positional argument that *is* the configuration file
             (ablate's GRID), in place of ``--config``.
         log_dir: the attribute of the configuration naming the output folder.
+        log_beside: log to ``<folder>.log`` beside the output folder instead of ``<folder>/<name>.log``
+            inside it (train and report build their folder aside and swap it in whole).
     """
 
     name: str
@@ -133,6 +146,14 @@ class Stage:
     config_option: bool = True
     config_argument: tuple[str, str] | None = None
     log_dir: str = "out"
+    log_beside: bool = False
+
+    def log_file(self, cfg: Any) -> Path:
+        """The log file of one run of the command with the configuration ``cfg``."""
+        from balnmp_cache.outdir import log_path
+
+        folder = Path(getattr(cfg, self.log_dir))
+        return log_path(folder) if self.log_beside else folder / f"{self.name}.log"
 
     def parameters(self) -> list[inspect.Parameter]:
         """The command's signature: the context, the config file, the fields, ``--config``, ``--verbose``.
@@ -161,7 +182,7 @@ class Stage:
         cfg = load_config(self.fields.model, config, overrides)
         module, function = self.run.split(":")
         run = getattr(importlib.import_module(module), function)
-        with ui.log_to_file(Path(getattr(cfg, self.log_dir)) / f"{self.name}.log"), ui.RichProgress() as progress:
+        with ui.log_to_file(self.log_file(cfg)), ui.RichProgress() as progress:
             result = run(cfg, progress=progress)
         ui.stdout.print(getattr(tables, self.summary)(result))
         return int(getattr(result, "exit_code", 0))
@@ -197,6 +218,7 @@ STAGES = (
         ),
         run="balnmp_cache.train:run_train",
         summary="train_summary",
+        log_beside=True,
     ),
     Stage(
         "ablate",
@@ -213,6 +235,7 @@ STAGES = (
         FieldParameters(ReportConfig, arguments=("paths",)),
         run="balnmp_cache.report:run_report",
         summary="report_summary",
+        log_beside=True,
     ),
     Stage(
         "predict",

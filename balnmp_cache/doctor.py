@@ -104,15 +104,12 @@ def _weights_checks() -> list[Check]:
         return [Check("encoder weights", "missing", str(err), "make install", required=True)]
     checks = []
     for name, state in weights_status().items():
-        ok = state.startswith("available")
-        checks.append(
-            Check(
-                f"weights: {name}",
-                "ok" if ok else "warn",
-                state,
-                "" if ok else "see the detail; --weights random works without any file",
-            )
-        )
+        if state.startswith("available"):
+            checks.append(Check(f"weights: {name}", "ok", state))
+        elif state.startswith("missing: "):  # the rest says how to provide them: a URL and a path, or a command
+            checks.append(Check(f"weights: {name}", "warn", "not available offline", state.removeprefix("missing: ")))
+        else:
+            checks.append(Check(f"weights: {name}", "warn", state, "--weights random works without any file"))
     return checks
 
 

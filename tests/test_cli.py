@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,18 +79,42 @@ def test_unknown_config_key_fails_cleanly(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_doctor_reports_readers_weights_and_fixes():
-    env = {**os.environ, "COLUMNS": "400"}
+@functools.cache
+def _doctor_entries(width: int) -> dict[str, str]:
+    """``balnmp-cache doctor`` in a fresh process at ``width`` columns: check name -> its status, detail and fix."""
+    env = {**os.environ, "COLUMNS": str(width)}
     command = [sys.executable, "-m", "balnmp_cache.cli", "doctor"]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
-    assert "ok" in lines["reader: pil"]
-    assert "available offline" in lines["weights: efficientnet_lite0"]
-    assert "GPU" in lines
+    entries: dict[str, str] = {}
+    for line in result.stdout.splitlines()[1:]:
+        if match := re.match(r"(ok|warn|missing) +(.+?)(?: {2,}(.*))?$", line):
+            name = match.group(2).strip()
+            entries[name] = f"{match.group(1)} {match.group(3) or ''}"
+        else:
+            entries[name] += " " + line.strip()  # the entry's wrapped or following lines
+    return entries
+
+
+def test_doctor_reports_readers_weights_and_fixes():
+    entries = _doctor_entries(400)
+    assert entries["reader: pil"].startswith("ok")
+    assert "available offline" in entries["weights: efficientnet_lite0"]
+    assert "GPU" in entries
     heads = _package_heads()  # the valid values of train --head, as a fresh process registers them
-    assert heads and all(name in lines["MIL heads"] for name in heads)
-    if "missing" in lines.get("timm", ""):
-        assert "balnmp-cache[timm]" in lines["timm"]  # install hints survive rendering
+    assert heads and all(name in entries["MIL heads"] for name in heads)
+    if entries["timm"].startswith("missing"):
+        assert "balnmp-cache[timm]" in entries["timm"]  # install hints survive rendering
+    for name, entry in entries.items():
+        if name.startswith("weights: ") and entry.startswith("warn") and "https://" in entry:
+            assert "fix: download https://" in entry and ".pth to " in entry  # the URL and the path, whole
+
+
+def test_doctor_at_80_columns_keeps_every_url_and_path_whole():
+    wide, narrow = _doctor_entries(400), _doctor_entries(80)
+    assert narrow.keys() == wide.keys()
+    for name, entry in wide.items():
+        if name != "disk":  # free space changes between the two runs
+            assert narrow[name].split() == entry.split(), name  # the same words, none split or lost
 
 
 # --- the stage commands are generated from their configuration fields -------------------------------
@@ -117,7 +143,7 @@ ADDED = {
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
-        "--split-seed",
+        "--split-seed", "--force", "--no-force",
     },
     "report": {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def _scores(split: bool = True) -> runs.Scores:
     )
 
 
-def _write(run_dir):
+def _parts():
     record = runs.RunRecord(task=0, task_name="N0 vs N(+)", classes=("N0", "N(+)"), head="mean", clinical=False,
                             seed=3, cache={"encoder": "synthetic", "random_weights": True}, metrics={"test": {"n": 1}})
     checkpoint = runs.Checkpoint(head="mean", head_options={"dropout": 0.1}, in_dim=4, n_classes=2, clinical_dim=0,
@@ -40,9 +41,12 @@ def _write(run_dir):
                                  state_dict={"w": torch.arange(3.0)}, clinical_encoder=None, bag_size=10)
     curves = [{"epoch": 1, "lr": 1e-4, "train_loss": 0.5, "train_auc": None, "val_loss": float("nan"), "val_auc": 0.75,
                "best": 1, "seconds": 0.1}]
-    runs.start_run(run_dir)
-    return runs.write_run(run_dir, config=TrainConfig(out=run_dir), record=record, checkpoint=checkpoint,
-                          curves=curves, scores=_scores()), record
+    return {"config": TrainConfig(), "record": record, "checkpoint": checkpoint, "curves": curves, "scores": _scores()}
+
+
+def _write(run_dir):
+    parts = _parts()
+    return runs.write_run(run_dir, **parts), parts["record"]
 
 
 def test_a_written_run_reads_back_and_is_finished(tmp_path):
@@ -113,8 +117,59 @@ def test_unfinished_runs_and_foreign_checkpoints(tmp_path):
         runs.read_checkpoint(tmp_path / "elsewhere")
 
 
-def test_starting_a_run_removes_the_outputs_of_an_earlier_one(tmp_path):
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_claimed_run_is_built_beside_and_swapped_in_whole(tmp_path):
+    run_dir = tmp_path / "run"
+    with runs.claim_run(run_dir) as staged:
+        assert staged.target == run_dir.absolute() and staged.staging.parent == tmp_path
+        assert staged.staging.name.startswith(".run.tmp-") and not run_dir.exists()
+        runs.write_run(staged.staging, **_parts())
+        staged.commit()
+    assert runs.is_finished(run_dir) and _names(tmp_path) == [".run.lock", "run"]
+
+
+def test_a_finished_run_is_refused_without_force_and_replaced_with_it(tmp_path):
     files, _ = _write(tmp_path / "run")
-    runs.start_run(files.root)
-    assert sorted(p.name for p in files.root.iterdir()) == sorted([files.config.name, files.checkpoint.name])
-    assert not runs.is_finished(files.root)
+    before = {p.name: p.read_bytes() for p in files.root.iterdir()}
+    with pytest.raises(runs.RunExistsError, match=r"already holds a finished run .*pass --force"), \
+            runs.claim_run(files.root):
+        pass
+    with runs.claim_run(files.root, force=True):  # claimed but not committed: nothing changes
+        pass
+    assert {p.name: p.read_bytes() for p in files.root.iterdir()} == before
+    with runs.claim_run(files.root, force=True) as staged:
+        (staged.staging / "run.json").write_text("{}")
+        staged.commit()
+    assert _names(files.root) == ["run.json"] and _names(tmp_path) == [".run.lock", "run"]
+
+
+def test_an_unfinished_run_is_replaced_and_a_folder_of_other_files_refused(tmp_path):
+    files, _ = _write(tmp_path / "run")
+    files.run_json.unlink()  # what an interrupted older version left: a checkpoint without run.json
+    with runs.claim_run(files.root) as staged:
+        staged.commit()
+    assert _names(files.root) == []
+    (files.root / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"is not a run directory: it holds notes\.txt"), \
+            runs.claim_run(files.root, force=True):
+        pass
+    assert _names(files.root) == ["notes.txt"]
+
+
+def test_a_second_writer_is_busy_and_leftovers_of_dead_writers_go(tmp_path):
+    from balnmp_cache.outdir import OutputBusyError
+
+    run_dir = tmp_path / "run"
+    dead = tmp_path / ".run.tmp-999999-0badc0de"
+    dead.mkdir()
+    (dead / "checkpoint.pt").write_bytes(b"half")
+    busy = rf"busy: another train is writing {run_dir} \(pid {os.getpid()}\)"
+    with runs.claim_run(run_dir) as staged:
+        assert not dead.exists()  # its writer's lock was free: removed
+        with pytest.raises(OutputBusyError, match=busy), runs.claim_run(run_dir):
+            pass
+        assert staged.staging.is_dir()
+    assert _names(tmp_path) == [".run.lock"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from balnmp_cache.cohort.table import format_rows
+from balnmp_cache.cohort.table import COLUMN_NAMES, column_label, format_rows
 from balnmp_cache.errors import CohortError
 
 if TYPE_CHECKING:
@@ -109,11 +109,14 @@ def fit_clinical(
     import pandas as pd
 
     columns = tuple(OFFICIAL_CLINICAL) + tuple(c for c in extra_columns if c not in OFFICIAL_CLINICAL)
+    source = table.attrs.get("source", "the cohort")
     missing = [c for c in columns if c not in table]
     if missing:
+        listed = ", ".join(column_label(table, c) + (f" (or {c})" if COLUMN_NAMES.get(c, c) != c else "")
+                           for c in missing)
         raise CohortError(
-            f"the cohort has no column(s) {', '.join(missing)} needed for clinical data; "
-            "add them or train without clinical data (--no-clinical)"
+            f"{source} has no column {listed}, needed for clinical data; add it, or train without clinical data "
+            "(--no-clinical)"
         )
     train = table.loc[list(train_ids)]
     used = table.loc[list(patient_ids)] if patient_ids is not None else table
@@ -123,7 +126,8 @@ def fit_clinical(
         for pid in used.index[used[col].isna()]
     ]
     if problems:
-        raise CohortError(f"clinical data incomplete:\n{format_rows(problems)}")
+        raise CohortError(f"clinical data incomplete in {source}: {len(problems)} problem(s) (fill them in, or train "
+                          f"without clinical data, --no-clinical):\n{format_rows(problems)}")
 
     names: list[str] = []
     means: dict[str, float] = {}

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from balnmp_cache.cohort.reading import read_table, refuse_other_delimiter
 from balnmp_cache.cohort.tasks import ALN_STATUSES, TaskSpec, normalise_aln_status
 from balnmp_cache.errors import CohortError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BCNB_COLUMNS", "SPLITS", "Cohort", "format_rows", "load_cohort"]
+__all__ = ["BCNB_COLUMNS", "COLUMN_NAMES", "SPLITS", "Cohort", "column_label", "format_rows", "load_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,14 @@ _RECEPTOR_VALUES = {
 }
 RECEPTORS: tuple[str, ...] = ("er", "pr", "her2")
 NUMERIC: tuple[str, ...] = ("age", "tumour_size_cm")
+COLUMN_NAMES: dict[str, str] = {
+    "patient_id": "Patient ID", "aln_status": "ALN status", "age": "Age(years)", "tumour_size_cm": "Tumour Size(cm)",
+    "er": "ER", "pr": "PR", "her2": "HER2", "split": "split", "label": "label",
+}
+"""Normalised column -> the name a BCNB-like table gives it (for messages)."""
+# Plausible values: age in years, tumour size in cm (a size above 30 is most likely in mm)
+_RANGES: dict[str, tuple[float, float, str]] = {"age": (0.0, 120.0, "0 to 120 years"),
+                                                "tumour_size_cm": (0.0, 30.0, "more than 0 and at most 30 cm")}
 
 
 @dataclass
@@ -101,16 +110,33 @@ class Cohort:
             mapped = self.table["aln_status"].map(task.status_to_label)
             return mapped.dropna().astype(int)
         if "label" in self.table:
-            labels = self.table["label"].astype(int)
-            found = sorted(labels.unique())
-            if any(v < 0 or v >= task.n_classes for v in found):
-                raise CohortError(
-                    f"{self.source}: column 'label' has values {found} but task {task.task} ({task.name}) has "
-                    f"{task.n_classes} classes 0..{task.n_classes - 1}; pass the matching --task or give an "
-                    "'ALN status' column instead"
-                )
-            return labels
+            return self._integer_labels(task)
         raise CohortError(f"{self.source} has neither an 'ALN status' nor a 'label' column; add one of them")
+
+    def _integer_labels(self, task: TaskSpec) -> pd.Series:
+        """Task labels from an integer ``label`` column, where its meaning is unambiguous.
+
+        0/1/2 (a 2 is present) is read as the three-class coding N0, N+(1-2), N+(>2) and mapped to the
+        task; 0/1 alone is a binary label, which only task 0 (and task 2, as its first two classes) can
+        use: tasks 1, 3 and 4 need the N+ patients told apart and are refused.
+        """
+        labels = self.table["label"].astype(int)
+        found = sorted(int(v) for v in labels.unique())
+        if any(v not in (0, 1, 2) for v in found):
+            raise CohortError(
+                f"{self.source}: column 'label' has values {found}; an integer label is 0/1 (N0 / N(+), task 0) or "
+                "0/1/2 (N0 / N+(1-2) / N+(>2)); fix the column or give an 'ALN status' column instead"
+            )
+        if 2 in found:
+            status = labels.map(dict(enumerate(ALN_STATUSES)))
+            return status.map(task.status_to_label).dropna().astype(int)
+        if task.task in (0, 2):
+            return labels
+        raise CohortError(
+            f"{self.source}: column 'label' holds only 0 and 1, which cannot tell N+(1-2) from N+(>2) patients, "
+            f"but task {task.task} ({task.name}) needs them apart; add an 'ALN status' column (N0, N+(1-2), "
+            "N+(>2)), or code 'label' as 0 = N0, 1 = N+(1-2), 2 = N+(>2)"
+        )
 
     def row_of(self, patient_id: str) -> int:
         return int(self.table.loc[patient_id, "source_row"])
@@ -124,14 +150,23 @@ def format_rows(rows: list[str], limit: int = 20) -> str:
     return "\n".join(shown)
 
 
+def column_label(table: pd.DataFrame, column: str) -> str:
+    """A column as the cohort file names it, else as a BCNB-like table would (``'Tumour Size(cm)'``)."""
+    written = table.attrs.get("columns", {}).get(column)
+    return repr(written if written is not None else COLUMN_NAMES.get(column, column))
+
+
 def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rename the known columns to their normalised names; ``attrs["columns"]`` keeps the file's names."""
     renames: dict[object, str] = {}
     for col in df.columns:
         key = str(col).strip().replace(" ", "").lower()
         target = _ALIASES.get(key)
         if target is not None and target not in renames.values():
             renames[col] = target
-    return df.rename(columns=renames)
+    df = df.rename(columns=renames)
+    df.attrs["columns"] = {target: str(col).strip() for col, target in renames.items()}
+    return df
 
 
 def _is_blank(value: object) -> bool:
@@ -165,6 +200,7 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
 
     problems: list[str] = []
     if "patient_id" not in df:
+        refuse_other_delimiter(df, source)
         raise CohortError(f"{source} has no patient id column; name it 'Patient ID' or 'patient_id'")
     ids = df["patient_id"].map(_patient_id)
     for row, pid in zip(df["source_row"], ids, strict=True):
@@ -194,20 +230,14 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
         problems.append("no 'ALN status' (or 'aln_status') and no 'label' column: the cohort has no outcome")
 
     for col in NUMERIC:
-        if col not in df:
-            continue
-        values = pd.to_numeric(df[col], errors="coerce")
-        for row, pid, raw, val in zip(df["source_row"], ids, df[col], values, strict=True):
-            if pd.isna(val):
-                what = "blank" if _is_blank(raw) else f"non-numeric {raw!r}"
-                problems.append(f"row {row} (patient {pid}): {col} is {what}")
-        df[col] = values.astype(float)
+        if col in df:
+            df[col] = _numbers(df, col, ids, problems)
     for col in RECEPTORS:
         if col not in df:
             continue
         mapped = df[col].map(_receptor_value)
         for row, pid, raw, val in zip(df["source_row"], ids, df[col], mapped, strict=True):
-            if _is_blank(val):
+            if _is_blank(val) and not _is_blank(raw):  # a blank is refused only where clinical data is used
                 problems.append(f"row {row} (patient {pid}): {col.upper()} value {raw!r} is not Positive/Negative")
         df[col] = mapped
     if "split" in df:
@@ -219,6 +249,21 @@ def _validate(df: pd.DataFrame, source: Path, *, require_outcome: bool = True) -
     if problems:
         raise CohortError(f"{source}: {len(problems)} problem(s) in the cohort table:\n{format_rows(problems)}")
     return df.set_index("patient_id", drop=True)
+
+
+def _numbers(df: pd.DataFrame, col: str, ids: pd.Series, problems: list[str]) -> pd.Series:
+    """Column ``col`` as floats; text and implausible values are added to ``problems``, blanks stay NaN."""
+    import pandas as pd
+
+    values = pd.to_numeric(df[col], errors="coerce")
+    low, high, allowed = _RANGES[col]
+    for row, pid, raw, val in zip(df["source_row"], ids, df[col], values, strict=True):
+        if pd.isna(val):
+            if not _is_blank(raw):  # a blank is refused only where clinical data is used
+                problems.append(f"row {row} (patient {pid}): {col} is non-numeric {raw!r}")
+        elif not (low <= val <= high) or (col == "tumour_size_cm" and val <= low):
+            problems.append(f"row {row} (patient {pid}): {col} {val:g} is implausible; expected {allowed}")
+    return values.astype(float)
 
 
 def _read_splits(root: Path) -> dict[str, str]:
@@ -251,7 +296,6 @@ def load_cohort(path: Path, *, require_outcome: bool = True) -> Cohort:
     Raises:
         CohortError: the file is missing or the table is invalid.
     """
-    import pandas as pd
 
     path = Path(path)
     if path.is_dir():
@@ -269,16 +313,11 @@ def load_cohort(path: Path, *, require_outcome: bool = True) -> Cohort:
     else:
         raise CohortError(f"cohort {path} does not exist; pass --cohort with a BCNB root or a CSV file")
 
-    try:
-        if source.suffix.lower() in {".xlsx", ".xls"}:
-            df = pd.read_excel(source, dtype=object)
-        else:
-            df = pd.read_csv(source, dtype=object, keep_default_na=True)
-    except Exception as err:  # pandas raises many types for unreadable files
-        raise CohortError(f"cannot read cohort table {source}: {err}") from err
+    df = read_table(source)
     df.insert(0, "source_row", range(2, len(df) + 2))
     df = _normalise_columns(df)
     table = _validate(df, source, require_outcome=require_outcome)
+    table.attrs.update(columns=df.attrs["columns"], source=str(source))
 
     splits = _read_splits(root) if source.suffix.lower() in {".xlsx", ".xls"} else {}
     if splits:

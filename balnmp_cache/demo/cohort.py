@@ -40,9 +40,10 @@ from balnmp_cache.demo.readme import readme_text
 from balnmp_cache.demo.render import render_slide
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.fsio import atomic_path, atomic_write_text
+from balnmp_cache.outdir import naming_errors
 from balnmp_cache.progress import ProgressCallback, emit
 
-__all__ = ["DEFAULT_PATIENTS", "MARKER", "DemoSummary", "write_demo_cohort"]
+__all__ = ["DEFAULT_PATIENTS", "MARKER", "DemoSummary", "check_arguments", "write_demo_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,15 @@ class DemoSummary:
     n_patches: int = 0
 
 
-def _check_arguments(out: Path, patients: int, seed: int) -> None:
+def check_arguments(out: Path, patients: int, seed: int) -> None:
+    """Refuse a bad ``patients`` (fewer than 3, not an integer), ``seed`` or an ``out`` that is a file.
+
+    Raises:
+        ConfigError: naming the value and the flag to change.
+    """
     if isinstance(patients, bool) or not isinstance(patients, int) or patients < 3:
-        raise ConfigError(f"patients={patients!r} is invalid: the demo cohort needs an integer of at least 3 "
-                          f"(one patient per ALN status); change --patients")
+        raise ConfigError(f"--patients {patients!r} is invalid: the demo cohort needs at least 3 patients "
+                          f"(one per ALN status); pass --patients 3 or more, or leave it out for {DEFAULT_PATIENTS}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed!r} is invalid: use a non-negative integer; change --seed")
     if out.exists() and not out.is_dir():
@@ -190,9 +196,17 @@ def write_demo_cohort(out: Path, *, patients: int = DEFAULT_PATIENTS, seed: int 
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_arguments(out, patients, seed)
+    check_arguments(out, patients, seed)
     arguments = {"patients": patients, "seed": seed, "pyramidal": bool(pyramidal)}
     _guard_folder(out, arguments)
+    with naming_errors(out):  # a full disk: the one-line error names the cohort folder
+        return _write_cohort(out, arguments, started, progress)
+
+
+def _write_cohort(out: Path, arguments: dict[str, Any], started: float,
+                  progress: ProgressCallback | None) -> DemoSummary:
+    """:func:`write_demo_cohort` once the arguments and the folder are checked."""
+    patients, seed, pyramidal = arguments["patients"], arguments["seed"], arguments["pyramidal"]
     for folder in ("WSIs", "dataset-splitting") + (("WSIs-pyramidal",) if pyramidal else ()):
         (out / folder).mkdir(parents=True, exist_ok=True)
     marker = {"generator": "balnmp_cache.demo", "format_version": _FORMAT_VERSION, "arguments": arguments,

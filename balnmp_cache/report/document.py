@@ -89,7 +89,7 @@ def _metric_cells(record: Record) -> list[str]:
 
 
 def runs_section(runs: Sequence[RunPredictions]) -> Section:
-    """The runs: file, task, head, clinical flag, encoder and weights, patients per split."""
+    """The runs: file, task, head, inputs (image only, image + clinical, clinical only), encoder, patients per split."""
     rows = []
     for run in runs:
         counts = ", ".join(f"{SPLIT_LABELS[s]} {len(run.split_frame(s))}" for s in run.splits)

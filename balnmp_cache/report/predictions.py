@@ -30,6 +30,7 @@ __all__ = [
     "RunInfo",
     "RunPredictions",
     "check_same_patients",
+    "clinical_label",
     "comparable",
     "load_predictions",
     "load_runs",
@@ -45,6 +46,18 @@ PROBABILITY_TOLERANCE = 1e-3
 _RANGE_SLACK = 1e-6  # float32 softmax outputs may exceed 1 by an ulp; such values are clipped
 _MAX_LISTED = 5
 _PROB_COLUMN = re.compile(r"^p_(\d+)$")
+
+
+def clinical_label(clinical: bool | str | None) -> str:
+    """The words a reader uses for a run's inputs, from ``run.json``'s ``clinical`` (``True``, ``False``, ``"only"``).
+
+    ``"image + clinical"``, ``"image only"`` or ``"clinical only"``; ``"inputs unknown"`` without a ``run.json``.
+    """
+    if clinical is None:
+        return "inputs unknown"
+    if clinical == "only":
+        return "clinical only"
+    return "image + clinical" if clinical is True else "image only"
 
 
 @dataclass(frozen=True)
@@ -113,13 +126,13 @@ class RunPredictions:
         return self.split_frame(split)["p_1"].to_numpy(dtype=np.float64)
 
     def describe(self) -> str:
-        """One line naming the run's task, head and encoder, for tables."""
+        """One line naming the run's task, head, inputs (``image + clinical`` …) and encoder, for tables."""
         info = self.info
         parts = [info.task_name or (f"task {info.task}" if info.task is not None else f"{self.n_classes} classes")]
         if info.head:
             parts.append(f"head {info.head}")
         if info.clinical is not None:
-            parts.append(f"clinical {info.clinical}")
+            parts.append(clinical_label(info.clinical))
         if info.encoder:
             parts.append(f"encoder {info.encoder} ({info.weights or 'weights unknown'})")
         return ", ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.fsio import atomic_write_text
+from balnmp_cache.outdir import recover, staged_dir
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.report import document
 from balnmp_cache.report.binary import METRIC_KEYS, Threshold, evaluate_binary
@@ -26,9 +28,15 @@ from balnmp_cache.report.table1 import TABLE1_KEYS, cohort_groups, table1
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReportResult", "run_report"]
+__all__ = ["REPORT_FILE", "ReportResult", "run_report"]
 
 log = logging.getLogger(__name__)
+
+REPORT_FILE = re.compile(
+    r"^(?:(?:metrics|comparisons|multiclass|subgroups)\.(?:json|csv)|table1\.csv|(?:roc|confusion)_.+\.(?:png|svg)"
+    r"|report\.(?:md|html|log)|config\.toml)$"
+)
+"""The names of the files a report writes (``report.log``: where older versions kept the log)."""
 
 
 @dataclass
@@ -191,6 +199,22 @@ def _document(
     return doc
 
 
+def _check_out(target: Path) -> None:
+    """Refuse an ``--out`` that holds anything a report does not write (an earlier report is replaced whole)."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(f"--out {target} is a file; the report needs a folder: choose another --out")
+    foreign = sorted(p.name for p in target.iterdir() if not REPORT_FILE.match(p.name))
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise ConfigError(
+            f"--out {target} is not a report folder: it holds {', '.join(foreign[:5])}{more}, which report did not "
+            "write; choose a new or empty --out (a report replaces an earlier report whole, and never deletes "
+            "files it did not write)"
+        )
+
+
 def run_report(
     config: ReportConfig,
     *,
@@ -198,6 +222,10 @@ def run_report(
     cohort: pd.DataFrame | None = None,
 ) -> ReportResult:
     """Compute the report of the runs in ``config.paths`` and write it into ``config.out``.
+
+    The report is built in a staging folder beside ``config.out`` and swapped in whole
+    (:mod:`balnmp_cache.outdir`): no file of an earlier report survives in the new one, a failure (a
+    full disk) leaves the earlier report as it was, and a folder holding other files is refused.
 
     Args:
         config: the report configuration (``stages/report.toml`` plus CLI flags); ``paths`` are run
@@ -209,9 +237,10 @@ def run_report(
         The records, the paths written and the warnings.
 
     Raises:
-        ConfigError: no runs were given.
+        ConfigError: no runs were given, or ``config.out`` holds files a report does not write.
         ReportInputError: a predictions file is invalid, or runs of one task hold different patients.
         CohortError: the cohort given with ``clinical`` is invalid.
+        OutputBusyError, OutputWriteError: another report writes ``config.out``, or it cannot be written.
     """
     paths = [Path(p) for p in config.paths]
     if not paths:
@@ -219,20 +248,40 @@ def run_report(
             "no runs to report: pass run directories or predictions.csv files as PATH, "
             "or set 'paths' in stages/report.toml"
         )
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     emit(progress, "start", "report", total=6)
-
+    for path in paths:
+        if not path.exists():
+            recover(path)  # a run whose swap a killed train left half done
     runs = load_runs(paths)
+    if cohort is None and config.clinical is not None:
+        cohort = _load_cohort_table(Path(config.clinical))
+    emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
+    with staged_dir(Path(config.out), writer="report", check=_check_out) as staged:
+        result = _write_report(config, runs, cohort, staged.staging, progress=progress)
+        staged.commit()
+    result.out = staged.target
+    result.files = {name: staged.public(path) for name, path in result.files.items()}
+    emit(progress, "end", "report")
+    for warning in result.warnings:
+        log.info("warning: %s", warning)  # also in result.warnings, which the CLI prints after the table
+    log.info("report of %d run(s) written to %s", len(runs), result.out)
+    return result
+
+
+def _write_report(
+    config: ReportConfig,
+    runs: Sequence[RunPredictions],
+    cohort: pd.DataFrame | None,
+    out: Path,
+    *,
+    progress: ProgressCallback | None,
+) -> ReportResult:
+    """Compute every record and write every file of the report into ``out`` (the staging folder)."""
     result = ReportResult(out=out, runs=[r.name for r in runs], alpha=config.alpha)
     _flag_random_encoders(result, runs)
-    emit(progress, "advance", "report", steps=1, info={"runs": len(runs)})
-
     thresholds = _evaluate(result, runs, config=config)
     emit(progress, "advance", "report", steps=1)
 
-    if cohort is None and config.clinical is not None:
-        cohort = _load_cohort_table(Path(config.clinical))
     cohort_warnings = None if cohort is None else _cohort_records(result, runs, cohort, thresholds, config=config)
     emit(progress, "advance", "report", steps=1)
 
@@ -245,10 +294,6 @@ def run_report(
     doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
     result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
     result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
-    result.files["config.toml"] = save_resolved(config, out)  # atomic too
+    result.files["config.toml"] = save_resolved(config, out)
     emit(progress, "advance", "report", steps=1)
-    emit(progress, "end", "report")
-    for warning in result.warnings:
-        log.info("warning: %s", warning)  # also in result.warnings, which the CLI prints after the table
-    log.info("report of %d run(s) written to %s", len(runs), out)
     return result

@@ -200,8 +200,8 @@ def clip_regions(regions: list[Region], *, width: int, height: int) -> tuple[lis
 
     Vertices are rounded to integers (the official code uses integer vertices). A polygon with a
     vertex outside [0, width] x [0, height] is intersected with that rectangle (Sutherland-Hodgman);
-    polygons inside it are returned unchanged apart from rounding. A region whose bounding-box crop
-    (max row/column excluded, as upstream) is empty, or with fewer than 3 vertices, is dropped.
+    polygons inside it are returned unchanged apart from rounding. A region with fewer than 3 vertices,
+    or whose bounding-box crop (max row/column excluded, as upstream) is empty, is dropped.
 
     Args:
         regions: as loaded by :func:`load_regions`.
@@ -210,21 +210,34 @@ def clip_regions(regions: list[Region], *, width: int, height: int) -> tuple[lis
 
     Returns:
         (kept regions with their original ids, one warning line per clipped or dropped region).
+
+    Raises:
+        SlideError: no region at all ("the annotation has no polygon"), or none usable, each one's
+            reason named (e.g. "a polygon needs at least 3 vertices: region 0 ('A') has 2").
     """
+    if not regions:
+        raise SlideError("the annotation has no polygon: draw at least one tumour region, or remove the annotation "
+                         "file to tile the detected tissue instead")
     kept: list[Region] = []
     warnings: list[str] = []
+    reasons: list[str] = []
     for region in regions:
         label = f"region {region.region_id} ({region.name!r})"
+        if len(region.vertices) < 3:
+            reasons.append(f"a polygon needs at least 3 vertices: {label} has {len(region.vertices)}")
+            warnings.append(f"{label} dropped: {reasons[-1]}")
+            continue
         vertices = np.rint(region.vertices)
         outside = (vertices[:, 0] < 0) | (vertices[:, 0] > width) | (vertices[:, 1] < 0) | (vertices[:, 1] > height)
         if outside.any():
             vertices = np.rint(_clip_polygon(vertices, width, height))
         if len(vertices) < 3:
-            reason = "no area inside" if outside.any() else "fewer than 3 vertices in"
-            warnings.append(f"{label} dropped: {reason} the {width}x{height} image")
+            reasons.append(f"{label} lies outside the {width}x{height} image")
+            warnings.append(f"{label} dropped: no area inside the {width}x{height} image")
             continue
         span = vertices.max(axis=0) - vertices.min(axis=0)
         if span[0] < 1 or span[1] < 1 or math.isclose(float(_area(vertices)), 0.0):
+            reasons.append(f"{label} has zero area inside the {width}x{height} image")
             warnings.append(f"{label} dropped: zero area inside the {width}x{height} image")
             continue
         if outside.any():
@@ -236,6 +249,8 @@ def clip_regions(regions: list[Region], *, width: int, height: int) -> tuple[lis
             raw = np.rint(region.vertices).min(axis=0)
             origin = (int(min(max(raw[0], 0), width)), int(min(max(raw[1], 0), height)))
         kept.append(Region(region.region_id, region.name, vertices, origin))
+    if not kept:
+        raise SlideError("no usable tumour region: " + "; ".join(reasons))
     return kept, warnings
 
 

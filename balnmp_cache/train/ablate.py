@@ -23,7 +23,10 @@ or on the image heads' options, so it runs once per remaining axis, on the grid'
 its default options, and is labelled ``clinical_only`` in the tables. Each configuration is trained
 by :func:`~balnmp_cache.train.run.run_train`; the features of a cache are loaded once for all of its
 runs. Finished runs (see :func:`balnmp_cache.runs.is_finished`) are never redone; the tables are
-rebuilt from all finished runs of the grid.
+rebuilt from all finished runs of the grid. Several ``ablate`` processes on one grid share its runs:
+each run is claimed with its run directory's lock (:func:`balnmp_cache.runs.claim_run`), a run
+another process holds is left to it, and every process waits for those at the end, so each ends
+with complete tables.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from pydantic import Field, ValidationError, model_validator
 from balnmp_cache.config import StageConfig, save_resolved, to_plain
 from balnmp_cache.errors import ConfigError
 from balnmp_cache.mil.catalog import head_spec
+from balnmp_cache.outdir import OutputBusyError
 from balnmp_cache.progress import ProgressCallback, emit
-from balnmp_cache.runs import is_finished, read_run, write_csv
+from balnmp_cache.runs import RunExistsError, claim_run, is_finished, read_run, write_csv
 from balnmp_cache.train.config import TrainConfig
 
 __all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
@@ -56,7 +60,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "image_clinical": {"clinical": True},
     "clinical_only": {"clinical": True, "head": "clinical_only", "head_options": {}},
 }
-_AXES = (*(name for name in TrainConfig.model_fields if name != "out"), "variant")
+_NOT_AXES = ("out", "force")  # every run has its own out; a finished run is never redone
+_AXES = (*(name for name in TrainConfig.model_fields if name not in _NOT_AXES), "variant")
 SUMMARY_COLUMNS = ["task", "encoder", "head", "variant", "N", "M", "seeds", "val AUC", "test AUC", "test AUC range"]
 
 
@@ -144,7 +149,7 @@ def _cache_label(path: Path) -> str:
 
 def _run_name(cfg: TrainConfig, variant: str) -> str:
     """Readable and stable: task, cache, head, variant, N, M, seed, then a digest of the whole configuration."""
-    plain = to_plain(cfg.model_dump(exclude={"out"}))
+    plain = to_plain(cfg.model_dump(exclude=set(_NOT_AXES)))
     digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:8]
     cache = _cache_label(cfg.cache) if _reads_features(cfg.head) else "any"
     m = "auto" if cfg.bags_per_slide is None else str(cfg.bags_per_slide)
@@ -256,7 +261,8 @@ def _pm(mean: float | None, sd: float | None) -> str | None:
 def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = None) -> AblationResult:
     """Train every configuration of the grid ``config`` that is not finished yet, then tabulate.
 
-    Features of a cache are loaded once and shared by all its runs; each run trains alone.
+    Features of a cache are loaded once and shared by all its runs; each run trains alone. Runs that
+    another ``ablate`` process on the same grid is training are left to it and waited for.
 
     Args:
         config: the grid (``load_config(AblationGrid, path)``); runs go to ``config.out``.
@@ -283,28 +289,59 @@ def run_ablation(config: AblationGrid, *, progress: ProgressCallback | None = No
                           summary_columns=list(SUMMARY_COLUMNS), summary_rows=summary)
 
 
-def _train_pending(pending: list[GridRun], *, progress: ProgressCallback | None) -> None:
-    from balnmp_cache.cache import load_cache
-    from balnmp_cache.cohort import load_cohort
-    from balnmp_cache.train.engine import FeatureSource, resolve_device
+class _Loaded:
+    """The data the grid's runs share, loaded when a run first needs it: one cache at a time, every cohort."""
+
+    def __init__(self) -> None:
+        self.cache_path: str | None = None
+        self.cache: Any = None
+        self.sources: dict[tuple[str, str], Any] = {}
+        self.cohorts: dict[str, Any] = {}
+
+    def for_run(self, cfg: TrainConfig) -> dict[str, Any]:
+        """``cache``, ``cohort`` and ``source`` keywords of :func:`run_train` for ``cfg``."""
+        from balnmp_cache.cache import load_cache
+        from balnmp_cache.cohort import load_cohort
+        from balnmp_cache.train.engine import FeatureSource, resolve_device
+
+        if self.cache_path != str(cfg.cache):
+            self.cache, self.sources = None, {}  # free the previous cache before loading the next
+            self.cache, self.cache_path = load_cache(Path(cfg.cache)), str(cfg.cache)
+        if str(cfg.cohort) not in self.cohorts:
+            self.cohorts[str(cfg.cohort)] = load_cohort(cfg.cohort)
+        device = resolve_device(cfg.device)
+        key = (str(device), cfg.precision)
+        if key not in self.sources:
+            self.sources[key] = FeatureSource(self.cache.features, device, precision=cfg.precision)
+        return {"cache": self.cache, "cohort": self.cohorts[str(cfg.cohort)], "source": self.sources[key]}
+
+
+def _train_one(run: GridRun, loaded: _Loaded, *, wait: bool, progress: ProgressCallback | None) -> bool:
+    """Train ``run`` unless another process holds it; ``False`` when it was busy (and ``wait`` is false)."""
     from balnmp_cache.train.run import run_train
 
-    by_cache: dict[str, list[GridRun]] = {}
-    for run in pending:
-        by_cache.setdefault(str(run.config.cache), []).append(run)
-    cohorts: dict[str, Any] = {}
-    for cache_path, members in by_cache.items():
-        cache = load_cache(Path(cache_path))  # loaded once for all of its runs
-        sources: dict[tuple[str, str], Any] = {}
-        for run in members:
-            cfg = run.config
-            if str(cfg.cohort) not in cohorts:
-                cohorts[str(cfg.cohort)] = load_cohort(cfg.cohort)
-            device = resolve_device(cfg.device)
-            if (str(device), cfg.precision) not in sources:
-                sources[str(device), cfg.precision] = FeatureSource(cache.features, device, precision=cfg.precision)
+    try:
+        with claim_run(run.config.out, wait=wait) as staged:
             log.info("training %s", run.name)
-            run_train(cfg, cache=cache, cohort=cohorts[str(cfg.cohort)], source=sources[str(device), cfg.precision],
-                      progress=progress)
-            emit(progress, "advance", "runs", steps=1)
-        del cache, sources
+            run_train(run.config, **loaded.for_run(run.config), progress=progress, staged=staged)
+    except RunExistsError:
+        log.info("%s: finished by another process", run.name)
+    except OutputBusyError:
+        log.info("%s: busy, left to the other process", run.name)
+        return False
+    emit(progress, "advance", "runs", steps=1)
+    return True
+
+
+def _train_pending(pending: list[GridRun], *, progress: ProgressCallback | None) -> None:
+    """Train every pending run, sharing the grid with other ``ablate`` processes run by run.
+
+    A run another process is training is left to it at first (its lock is taken); once this process
+    has done the rest, it waits for each of those runs and trains it only if the other process stopped
+    before finishing it. Runs are taken cache by cache, so one cache is loaded at a time.
+    """
+    loaded = _Loaded()
+    ordered = sorted(pending, key=lambda r: str(r.config.cache))
+    busy = [run for run in ordered if not _train_one(run, loaded, wait=False, progress=progress)]
+    for run in busy:
+        _train_one(run, loaded, wait=True, progress=progress)

@@ -19,6 +19,7 @@ class TrainConfig(StageConfig):
     cache: Path = Field(Path("out/cache"), description="feature cache (a cache directory or a root holding one)")
     cohort: Path = Field(Path("demo/bcnb"), description="BCNB root or cohort CSV")
     out: Path = Field(Path("out/runs/run"), description="run directory")
+    force: bool = Field(False, description="replace a finished run in --out (without it a finished run is refused)")
     task: int = Field(
         0, ge=0, le=4, description="0 N0 vs N(+), 1 N+(1-2) vs N+(>2), 2 three-class, 3 N0 vs N+(1-2), 4 N0 vs N+(>2)"
     )

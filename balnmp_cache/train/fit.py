@@ -116,7 +116,8 @@ def fit(
         settings: optimizer, schedule, selection and seed.
         data: labels, splits, bags and clinical vectors.
         source: the features, on the device training runs on.
-        progress: receives ``epochs`` events.
+        progress: receives ``epochs`` events; each epoch's ``info`` holds its training ``loss`` and ``val AUC``,
+            the ``best`` validation AUC so far with its epoch, and ``s/epoch``.
     """
     device = source.device
     emit(progress, "start", "epochs", total=settings.epochs)
@@ -175,8 +176,9 @@ class _Trainer:
             self._curve(epoch, lr, train_loss, train_auc, loss, auc, int(improved))
             log.debug("epoch %d: loss %.4f, train AUC %s, val AUC %s (best %s @ %d)", epoch, train_loss,
                       _fmt(train_auc), _fmt(auc), _fmt(self.best_auc), self.best_epoch)
-            emit(progress, "advance", "epochs", steps=1,
-                 info={"val AUC (best)": _fmt(self.best_auc), "s/epoch": round(time.perf_counter() - tic, 2)})
+            emit(progress, "advance", "epochs", steps=1, info={  # this epoch's figures, then the best so far
+                "loss": round(train_loss, 4), "val AUC": _fmt(auc),
+                "best": f"{_fmt(self.best_auc)} @ {self.best_epoch}", "s/epoch": round(time.perf_counter() - tic, 2)})
             if epoch - self.best_epoch >= self.settings.patience:
                 log.info("early stop after epoch %d (best validation epoch %d)", epoch, self.best_epoch)
                 break

@@ -27,6 +27,7 @@ from balnmp_cache.train.metrics import merge_bags, split_metrics
 
 if TYPE_CHECKING:
     from balnmp_cache.cohort import ClinicalEncoder
+    from balnmp_cache.outdir import Staged
     from balnmp_cache.train.engine import FeatureSource
     from balnmp_cache.train.fit import FitData, Fitted
 
@@ -96,8 +97,13 @@ def run_train(
     cohort: Any = None,
     source: FeatureSource | None = None,
     progress: ProgressCallback | None = None,
+    staged: Staged | None = None,
 ) -> TrainResult:
     """Train one configuration and write its run directory (``cfg.out``).
+
+    The run is built in a staging folder beside ``cfg.out`` and swapped in when complete
+    (:func:`balnmp_cache.runs.claim_run`): a finished run there is refused unless ``cfg.force``,
+    another process writing it is refused at once, and an error or a crash leaves ``cfg.out`` as it was.
 
     Args:
         cfg: the configuration.
@@ -106,16 +112,30 @@ def run_train(
         cohort: the loaded cohort of ``cfg.cohort`` (loaded when ``None``).
         source: a :class:`~balnmp_cache.train.engine.FeatureSource` over ``cache`` (made when ``None``).
         progress: receives ``epochs`` events.
+        staged: a claim of ``cfg.out`` already held (``ablate`` takes it to share a grid's runs).
 
     Raises:
         ConfigError, CohortError, CacheError: bad configuration, cohort or cache, before any training.
+        RunExistsError, OutputBusyError: ``cfg.out`` holds a finished run (without ``force``) or is being written.
+        OutputWriteError, OSError: the run cannot be written (a full or read-only disk).
     """
+    check_config(cfg)
+    if staged is not None:
+        return _train(cfg, staged, cache=cache, cohort=cohort, source=source, progress=progress)
+    with runs.claim_run(Path(cfg.out), force=cfg.force) as claim:
+        return _train(cfg, claim, cache=cache, cohort=cohort, source=source, progress=progress)
+
+
+def _train(
+    cfg: TrainConfig, staged: Staged, *, cache: Any, cohort: Any, source: FeatureSource | None,
+    progress: ProgressCallback | None,
+) -> TrainResult:
+    """:func:`run_train` once ``cfg.out`` is claimed: everything is written into ``staged.staging``."""
     from balnmp_cache.cache import load_cache
     from balnmp_cache.cohort import load_cohort
     from balnmp_cache.train.engine import FeatureSource, evaluate, resolve_device, torch_threads
     from balnmp_cache.train.fit import FitSettings, fit
 
-    check_config(cfg)
     tic = time.perf_counter()
     device = source.device if source is not None else resolve_device(cfg.device)
     cohort = cohort if cohort is not None else load_cohort(cfg.cohort)
@@ -127,7 +147,6 @@ def run_train(
     head = build_head(cfg, in_dim=cache.feature_dim, n_classes=data.task.n_classes,
                       clinical_dim=0 if clinical is None else clinical.shape[1])
     source = source if source is not None else FeatureSource(cache.features, device, precision=cfg.precision)
-    runs.start_run(Path(cfg.out))
     log.info("training %s on %s (%d patients, %d evaluation bags of N = %d)", cfg.out, source.device, data.n_patients,
              len(bags), cfg.bag_size)
     with torch_threads(cfg.threads):
@@ -140,7 +159,7 @@ def run_train(
         patient_ids=data.patient_ids, probs=probs, n_bags=n_bags, bags=bags, attention=attention,
         patch_key=cache.patch_key, coords=cache.coords, split=data.split, labels=data.labels,
     )
-    return _write(cfg, data, fitted, encoder, scores, seconds=time.perf_counter() - tic, source=source)
+    return _write(cfg, data, fitted, encoder, scores, seconds=time.perf_counter() - tic, source=source, staged=staged)
 
 
 def _check_classes(data: TaskData) -> None:
@@ -187,9 +206,9 @@ def _tensor(array: np.ndarray, device: Any) -> Any:
 
 def _write(
     cfg: TrainConfig, data: TaskData, fitted: Fitted, encoder: ClinicalEncoder | None, scores: runs.Scores, *,
-    seconds: float, source: FeatureSource,
+    seconds: float, source: FeatureSource, staged: Staged,
 ) -> TrainResult:
-    """Write the run directory (run.json last) and return the run's result."""
+    """Write the run into the staging folder (run.json last), swap it in and return the run's result."""
     from balnmp_cache import __version__
 
     metrics = {}
@@ -217,7 +236,10 @@ def _write(
         seconds=round(seconds, 3), train_seconds=round(fitted.seconds, 3), device=str(source.device),
         precision=precision, package_version=__version__,
     )
-    runs.write_run(cfg.out, config=cfg, record=record, checkpoint=checkpoint, curves=fitted.curves, scores=scores)
+    saved = cfg.model_copy(update={"force": False})  # an action, not a setting: a config reused elsewhere never forces
+    runs.write_run(staged.staging, config=saved, record=record, checkpoint=checkpoint, curves=fitted.curves,
+                   scores=scores)
+    staged.commit()
     log.info("%s: best epoch %d of %d, val AUC %s, test AUC %s", cfg.out, fitted.best_epoch, fitted.epochs_run,
              _fmt_auc(metrics.get("val", {}).get("auc")), _fmt_auc(metrics.get("test", {}).get("auc")))
     return TrainResult(run_dir=Path(cfg.out), task_name=data.task.name, head=cfg.head, clinical=clinical,

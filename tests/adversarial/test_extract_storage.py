@@ -108,8 +108,6 @@ def test_a_read_only_out_root_is_one_storage_error_naming_the_path(read_only_dir
     assert list(read_only_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the CLI opens <out>/extract.log before run_extract: its run_guarded must "
-                   "print an OSError with balnmp_cache.fsio.describe_os_error (CLI owner)")
 def test_a_read_only_out_root_through_the_cli_is_one_line(read_only_dir: Path, tiny_slides: Path) -> None:
     result = run_cli_subprocess("extract", tiny_slides, "--out", read_only_dir / "cache", *EXTRACT_ARGS)
     _one_error(result, str(read_only_dir))

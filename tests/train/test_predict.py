@@ -53,5 +53,5 @@ def test_cache_of_another_encoder_is_refused(run, tmp_path):
 
 
 def test_not_a_run_directory(tmp_path, study):
-    with pytest.raises(ConfigError, match=r"checkpoint\.pt is missing"):
+    with pytest.raises(ConfigError, match=r"is not a finished train run \(run\.json is missing or unreadable\)"):
         run_predict(PredictConfig(run_dir=tmp_path, sources=[study.cache_dir], top_k=2))

@@ -216,12 +216,20 @@ def test_early_stopping_after_patience_epochs_without_improvement(study, tmp_pat
     assert curves["val_auc"].nunique() == 1
 
 
-def test_starting_a_run_removes_the_outputs_of_an_earlier_one(tmp_path):
+def test_a_finished_run_is_kept_unless_forced_and_an_unfinished_one_replaced(study, tmp_path):
     from balnmp_cache import runs
 
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("run.json", "predictions.csv", "attention.csv", "curves.csv"):
+    for name in ("config.toml", "checkpoint.pt", "predictions.csv"):  # an interrupted run: no run.json
         (run / name).write_text("old")
-    runs.start_run(run)
-    assert sorted(p.name for p in run.iterdir()) == []
+    first = run_train(train_config(study, run, epochs=1, clinical=False))
+    assert runs.is_finished(run) and (run / "checkpoint.pt").read_text(errors="replace") != "old"
+    written = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(runs.RunExistsError, match="pass --force"):
+        run_train(train_config(study, run, epochs=1, clinical=False, seed=1))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == written
+    again = run_train(train_config(study, run, epochs=1, clinical=False, seed=1, force=True))
+    assert again.run_dir == first.run_dir and runs.read_run(run).seed == 1
+    assert "force = false" in (run / "config.toml").read_text()  # a saved config never forces
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]
