@@ -37,4 +37,5 @@ def engine_runner(stage: str, options: EngineOptions) -> Callable[..., Any] | No
     if options.engine == "local":
         return None
     module, function = _RUNNERS[(stage, options.engine)].split(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    runner: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return runner

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from balnmp_cache.engines.options import EngineOptions
+from balnmp_cache.engines.options import EngineOptions, require
 from balnmp_cache.engines.ray_cluster import connected, enter, fitting_workers, raise_cause
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.progress import ProgressCallback, emit
@@ -59,6 +59,7 @@ def run_ablation_ray(
         ConfigError: the ``ray`` extra is missing, an invalid grid; BalnmpError: a run failed, or lost
             its worker more than ``options.retries`` times.
     """
+    require("ray")  # before any work: one line saying how to install it
     runs, pending = pending_runs(config)
     gpus = options.num_gpus_per_worker or 0.0
     log.info("ablation %s: %d configurations, %d to run on Ray", config.out, len(runs), len(pending))

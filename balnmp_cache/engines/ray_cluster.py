@@ -23,7 +23,7 @@ from typing import Any
 from balnmp_cache.engines.options import EngineOptions, require
 from balnmp_cache.errors import BalnmpError
 
-__all__ = ["LOCAL_OBJECT_STORE_BYTES", "connected", "cluster_gpus", "fitting_workers", "raise_cause"]
+__all__ = ["LOCAL_OBJECT_STORE_BYTES", "cluster_gpus", "connected", "fitting_workers", "raise_cause"]
 
 log = logging.getLogger(__name__)
 

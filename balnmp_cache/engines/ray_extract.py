@@ -22,7 +22,7 @@ from dataclasses import fields
 from types import ModuleType
 from typing import Any
 
-from balnmp_cache.engines.options import EngineOptions
+from balnmp_cache.engines.options import EngineOptions, require
 from balnmp_cache.engines.ray_cluster import cluster_gpus, connected, enter, fitting_workers, raise_cause
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.extract.config import ExtractConfig
@@ -145,6 +145,7 @@ def run_extract_ray(
     """
     from balnmp_cache.extract.plan import resolve_jobs
 
+    require("ray")  # before any work: one line saying how to install it
     t0 = time.perf_counter()
     jobs = resolve_jobs(config)
     with connected(options) as ray:

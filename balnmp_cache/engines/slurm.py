@@ -93,6 +93,7 @@ def run_extract_slurm(
     config: ExtractConfig, options: EngineOptions, *, progress: ProgressCallback | None = None
 ) -> Any:
     """Extract ``config``'s slides as an array of ``options.workers`` shards; the merged local results."""
+    require("submitit")  # before any work: one line saying how to install it
     if config.shard is not None:
         raise ConfigError("--engine slurm makes the shards itself; drop --shard (or give --workers N for N shards)")
     t0 = time.perf_counter()
@@ -115,6 +116,7 @@ def run_ablation_slurm(
     """Train the grid's unfinished configurations as an array (one task per pack), then tabulate."""
     from balnmp_cache.engines.ray_ablate import pending_runs
 
+    require("submitit")
     runs, pending = pending_runs(config)
     if pending:
         count = min(len(pending), options.workers or len(pending))

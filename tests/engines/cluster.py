@@ -151,17 +151,17 @@ def _manifest(path: Path) -> list[dict[str, str]]:
 
 
 def cache_differences(a: Path, b: Path) -> list[str]:
-    """What differs between two cache directories, apart from :data:`TIME_ATTRS`, seconds and ``out``."""
-    problems = []
+    """The files that differ between two cache directories, apart from :data:`TIME_ATTRS` and seconds."""
+    problems: list[str] = []
     names_a = sorted(p.name for p in a.iterdir() if not p.name.startswith("."))
     names_b = sorted(p.name for p in b.iterdir() if not p.name.startswith("."))
     if names_a != names_b:
         return [f"files differ: {names_a} vs {names_b}"]
+    same = {".h5": lambda x, y: _h5_items(x) == _h5_items(y),
+            "manifest.csv": lambda x, y: _manifest(x) == _manifest(y),
+            "cache.json": lambda x, y: x.read_bytes() == y.read_bytes()}
     for name in names_a:
-        if name.endswith(".h5") and _h5_items(a / name) != _h5_items(b / name):
-            problems.append(name)
-        elif name == "manifest.csv" and _manifest(a / name) != _manifest(b / name):
-            problems.append(name)
-        elif name == "cache.json" and (a / name).read_bytes() != (b / name).read_bytes():
+        check = same.get(Path(name).suffix if name.endswith(".h5") else name)
+        if check is not None and not check(a / name, b / name):
             problems.append(name)
     return problems

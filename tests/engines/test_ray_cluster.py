@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("ray")
 
-from balnmp_cache.config import load_config  # noqa: E402
-from balnmp_cache.extract import run_extract  # noqa: E402
-from balnmp_cache.runs import is_finished  # noqa: E402
-from balnmp_cache.train.ablate import AblationGrid, expand_grid, run_ablation  # noqa: E402
-from tests.engines.cluster import REPO, LocalCluster, cache_differences, local_cluster, ray_env  # noqa: E402
-from tests.extract.conftest import config as extract_config  # noqa: E402
-from tests.extract.conftest import write_precut_cohort  # noqa: E402
-from tests.support.synthetic import make_study  # noqa: E402
+from balnmp_cache.config import load_config
+from balnmp_cache.extract import run_extract
+from balnmp_cache.runs import is_finished
+from balnmp_cache.train.ablate import AblationGrid, expand_grid, run_ablation
+from tests.engines.cluster import REPO, LocalCluster, cache_differences, local_cluster, ray_env
+from tests.extract.conftest import config as extract_config
+from tests.extract.conftest import write_precut_cohort
+from tests.support.synthetic import make_study
 
 pytestmark = pytest.mark.timeout(600)
 
