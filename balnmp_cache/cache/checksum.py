@@ -73,7 +73,7 @@ def array_crc32(array: np.ndarray) -> str:
     flat = _little_endian(array).reshape(-1).view(np.uint8)
     crc = 0
     for start in range(0, flat.size, _BLOCK_BYTES):
-        crc = zlib.crc32(memoryview(flat[start : start + _BLOCK_BYTES]), crc)
+        crc = zlib.crc32(flat[start : start + _BLOCK_BYTES].data, crc)
     return f"{crc:08x}"
 
 

@@ -15,14 +15,12 @@ as such instead of being made again, empty, by the next lock or write.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from balnmp_cache.cache import journal
 from balnmp_cache.cache.index import SlideFile, entries_of, file_state, read_index
@@ -43,8 +41,9 @@ from balnmp_cache.cache.naming import (
     write_cache_json,
 )
 from balnmp_cache.cache.schema import SlideFeatures
-from balnmp_cache.cache.slide import is_complete, read_header, read_slide, write_slide
-from balnmp_cache.errors import CacheError, CorruptCacheError, StorageError
+from balnmp_cache.cache.skip import CachedSlide, entry_from_attrs, skip_check
+from balnmp_cache.cache.slide import is_complete, read_header, write_slide
+from balnmp_cache.errors import CacheError, StorageError
 from balnmp_cache.fsio import describe_os_error
 
 __all__ = ["CacheDir", "CachedSlide", "resolve_cache_dir"]
@@ -84,39 +83,6 @@ def resolve_cache_dir(path: Path) -> Path:
         )
     names = ", ".join(c.name for c in children)
     raise CacheError(f"{path} holds {len(children)} caches ({names}); pass one of them as --cache")
-
-
-@dataclass(frozen=True)
-class CachedSlide:
-    """What a cache holds for one slide, as extract's skip check sees it.
-
-    Attributes:
-        status: ``absent`` (no file), ``done`` (complete, this key, the same input, content intact:
-            skip it), ``redo`` (extract it again: unfinished, corrupt, or its source was edited) or
-            ``conflict`` (a complete file of *another* source holds this slide id: never replaced
-            without ``--force``).
-        reason: one line saying why, for ``redo`` and ``conflict``.
-    """
-
-    status: Literal["absent", "done", "redo", "conflict"]
-    reason: str = ""
-
-
-def same_source(stored: object, source: Path) -> bool:
-    """Whether a file's ``source_path`` attribute names ``source`` (absolute paths compared)."""
-    return bool(stored) and os.path.abspath(str(stored)) == os.path.abspath(source)
-
-
-def _by_source(slide_id: str, stored_fp: object, stored_source: object, fingerprint: str, source: Path) -> CachedSlide:
-    """``done`` when the input's fingerprint is the file's, else ``redo`` (the same source, edited) or ``conflict``."""
-    if stored_fp == fingerprint:
-        return CachedSlide("done")
-    if same_source(stored_source, source):
-        return CachedSlide("redo", f"its source {source} changed since it was extracted")
-    return CachedSlide("conflict", (
-        f"slide id '{slide_id}' is already in the cache from {stored_source or 'another source'}, a different slide "
-        f"than {source}; re-run with --force to replace it, or with --slide-id-prefix PREFIX to keep both"
-    ))
 
 
 @dataclass
@@ -245,7 +211,8 @@ class CacheDir:
                 self._index.entries = {**base, **entries_of(records)}
             return self._index.entries
 
-    def _remember(self, entry: SlideFile, *, recorded: bool) -> None:
+    def remember(self, entry: SlideFile, *, recorded: bool) -> None:
+        """Take ``entry`` into this object's index; unless ``recorded``, :meth:`record_verified` journals it."""
         entries = self.index()
         with self._index.lock:
             entries[entry.slide_id] = entry
@@ -330,44 +297,7 @@ class CacheDir:
             source: the slide file (or folder) this run would extract.
             source_state: the source's state (``extract.fingerprint.source_state``); '' when unknown.
         """
-        path = self.slide_path(slide_id)
-        state = file_state(path)
-        if state is None:
-            return CachedSlide("absent")
-        entry = self.index().get(slide_id)
-        if entry is not None and entry.state == state and entry.cache_key == self.key:
-            known = bool(source_state) and entry.source_state == source_state
-            verdict = _by_source(slide_id, entry.fingerprint, entry.source_path,
-                                 entry.fingerprint if known else fingerprint(), source)
-            if verdict.status == "done" and source_state and not known:
-                self._remember(dataclasses.replace(entry, source_state=source_state), recorded=False)
-            return verdict
-        return self._read_through(slide_id, path, state, fingerprint, source, source_state)
-
-    def _read_through(
-        self, slide_id: str, path: Path, state: str, fingerprint: Callable[[], str], source: Path, source_state: str
-    ) -> CachedSlide:
-        """The skip check on the file itself: completeness, header, fingerprint, then every checksum."""
-        if not is_complete(path, cache_key=self.key):
-            return CachedSlide("redo", f"{path.name} is not a complete slide file of this cache (unreadable, truncated "
-                                       "or unfinished)")
-        try:
-            attrs = read_header(path).attrs
-        except CacheError:  # replaced or removed since the check above
-            return CachedSlide("redo", f"{path.name} could not be opened")
-        verdict = _by_source(slide_id, attrs.get("source_fingerprint"), attrs.get("source_path", ""), fingerprint(),
-                             source)
-        if verdict.status != "done":
-            return verdict
-        try:
-            read_slide(path)
-        except CorruptCacheError as err:
-            return CachedSlide("redo", f"{path.name} is corrupt ({err.reason})")
-        except CacheError as err:
-            return CachedSlide("redo", f"{path.name} could not be read ({err})")
-        if file_state(path) == state:  # unchanged while it was read: what was read is what the state names
-            self._remember(_entry_from_attrs(slide_id, state, attrs, source_state), recorded=False)
-        return verdict
+        return skip_check(self, slide_id, fingerprint, source, source_state)
 
     def n_patches(self, slide_id: str) -> int:
         """Patches in ``slide_id``'s file (from the index while it matches the file); 0 when it is missing or
@@ -406,8 +336,8 @@ class CacheDir:
         files = []
         if state is not None:
             attrs = {**sf.attrs, "n_patches": sf.n_patches}
-            entry = _entry_from_attrs(sf.slide_id, state, attrs, source_state)
-            self._remember(entry, recorded=True)
+            entry = entry_from_attrs(sf.slide_id, state, attrs, source_state)
+            self.remember(entry, recorded=True)
             files.append(entry)
         self.record([row], files)
         return path
@@ -469,10 +399,3 @@ class CacheDir:
             )
         return self.format
 
-
-def _entry_from_attrs(slide_id: str, state: str, attrs: Mapping[str, Any], source_state: str) -> SlideFile:
-    return SlideFile(
-        slide_id=slide_id, state=state, cache_key=str(attrs.get("cache_key", "")), n_patches=int(attrs["n_patches"]),
-        fingerprint=str(attrs.get("source_fingerprint", "")), source_path=str(attrs.get("source_path", "")),
-        patient_id=str(attrs.get("patient_id", "")), source_state=source_state,
-    )

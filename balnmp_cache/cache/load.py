@@ -128,7 +128,8 @@ def _sort_files(files: dict[str, Path], key: str | None) -> _Sorted:
         elif not header.complete:
             out.skipped.append(f"{path.name} (incomplete: no complete flag)")
         elif key is not None and header.ours and header.attrs.get("cache_key") != key:
-            out.skipped.append(f"{path.name} (cache_key {header.attrs.get('cache_key')!r} is not the directory's {key})")
+            theirs = header.attrs.get("cache_key")
+            out.skipped.append(f"{path.name} (cache_key {theirs!r} is not the directory's {key})")
         else:
             out.usable.append((sid, header))
     return out
@@ -180,7 +181,9 @@ def _wanted_files(cache: CacheDir, slide_ids: Iterable[str] | None) -> dict[str,
     wanted = list(dict.fromkeys(slide_ids))
     absent = [sid for sid in wanted if sid not in files]
     if absent:
-        log.warning("%d requested slide(s) have no file in %s: %s", len(absent), cache.directory, ", ".join(absent[:20]))
+        log.warning(
+            "%d requested slide(s) have no file in %s: %s", len(absent), cache.directory, ", ".join(absent[:20])
+        )
     return {sid: files[sid] for sid in sorted(wanted) if sid in files}
 
 
@@ -198,7 +201,9 @@ def _checked_headers(cache: CacheDir, files: dict[str, Path]) -> _Sorted:
         skipped = "; ".join(found.skipped)
         log.warning("skipping %d slide file(s) in %s: %s", len(found.skipped), cache.directory, skipped)
     if not found.usable:
-        raise CacheError(f"no complete slide file in {cache.directory}; run extract (or fix the files listed in the log)")
+        raise CacheError(
+            f"no complete slide file in {cache.directory}; run extract (or fix the files listed in the log)"
+        )
     disagree = check_provenance(h for _, h in found.usable)
     if disagree:
         raise CacheError(

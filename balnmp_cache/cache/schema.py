@@ -183,9 +183,12 @@ def check_layout(header: SlideHeader) -> list[str]:
         if arrays[name][0] != (n,):
             problems.append(f"{name} has shape {arrays[name][0]}; expected ({n},)")
     attrs = header.attrs
-    for key, want in (("n_patches", n), ("feature_dim", d), ("dtype", dtype), ("schema_version", SCHEMA_VERSION)):
-        if attrs.get(key) != want:
-            problems.append(f"attribute {key} is {attrs.get(key)!r}; expected {want!r}")
+    wanted: tuple[tuple[str, object], ...] = (
+        ("n_patches", n), ("feature_dim", d), ("dtype", dtype), ("schema_version", SCHEMA_VERSION)
+    )
+    for key, value in wanted:
+        if attrs.get(key) != value:
+            problems.append(f"attribute {key} is {attrs.get(key)!r}; expected {value!r}")
     if attrs.get("slide_id") != header.path.stem:
         problems.append(f"attribute slide_id is {attrs.get('slide_id')!r} but the file is named {header.path.name}")
     return problems

@@ -29,7 +29,10 @@ class SlideStore(Protocol):
     format: str
 
     def write(self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
-        """Create ``path`` with ``arrays`` (features, coords, region_id, patch_key) and ``attrs``, ``complete`` last, fsynced."""
+        """Create ``path`` with ``arrays`` (features, coords, region_id, patch_key) and ``attrs``.
+
+        ``complete`` is set last and the file fsynced.
+        """
 
     def publish(self, tmp: Path, final: Path, *, old: Path) -> None:
         """Rename the finished temporary ``tmp`` over ``final`` (``old``: where a replaced store goes first)."""
@@ -38,7 +41,7 @@ class SlideStore(Protocol):
         """Describe ``path`` without reading its arrays; raises CacheError when it cannot be opened."""
 
     def is_complete(self, path: Path, cache_key: str | None) -> bool:
-        """Ours, ``complete`` set, ``n_patches`` rows and (when given) this ``cache_key``; may raise on corrupt files."""
+        """Ours, ``complete`` set, ``n_patches`` rows and (when given) this ``cache_key``; may raise if corrupt."""
 
     def read_into(self, header: SlideHeader, features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fill ``features`` (N, D) and ``coords`` (N, 2) in place; return ``(region_id, patch_key)``."""

@@ -123,9 +123,9 @@ def _check_manifest(
             message = f"manifest says {row.n_patches} patches, the file has {headers[sid].n_patches}"
             problems.append(Problem(files[sid], message))
     for sid, file in files.items():
-        row = rows.get(sid)
-        if row is None or row.status != "ok":
-            status = f"status {row.status}" if row else "no row"
+        found = rows.get(sid)
+        if found is None or found.status != "ok":
+            status = f"status {found.status}" if found else "no row"
             problems.append(Problem(file, f"the manifest has no 'ok' row for slide '{sid}' ({status})"))
 
 

@@ -13,6 +13,7 @@ would return ``fill_value`` (zeros) for a missing chunk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,7 +59,7 @@ class ZarrStore:
         files: dict[str, Any] = {}
         group = zarr.open_group(store=MemoryStore(store_dict=files), mode="w-", zarr_format=3)
         group.attrs.update({key: attrs[key] for key in sorted(attrs)})
-        config = {"write_empty_chunks": True}  # every chunk stored, so a missing chunk file is damage
+        config: Any = {"write_empty_chunks": True}  # every chunk stored, so a missing chunk file is damage
         features = arrays["features"]
         n, d = features.shape
         rows = _chunk_rows(n, d * features.dtype.itemsize)
@@ -95,10 +96,8 @@ class ZarrStore:
             CacheError: another process kept putting a store back at ``final`` (it writes without the slide lock).
         """
         for _attempt in range(_REPLACE_ATTEMPTS):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.replace(final, old)
-            except FileNotFoundError:
-                pass
             try:
                 os.replace(tmp, final)
             except OSError:  # another writer put a store back in between (no slide lock): try again

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Literal
 
 from balnmp_cache.cache import CacheDir
-from balnmp_cache.cache.directory import CachedSlide
+from balnmp_cache.cache.skip import CachedSlide
 from balnmp_cache.extract.fingerprint import source_fingerprint, source_state
 from balnmp_cache.slides import SlideJob
 
@@ -69,5 +69,5 @@ class Claimer:
             lock.release()
             if verdict.status == "conflict":
                 log.error("%s failed: %s", job.slide_id, verdict.reason)
-            return Claim(verdict.status, reason=verdict.reason)  # type: ignore[arg-type]
+            return Claim(verdict.status, reason=verdict.reason)
         return Claim("claimed", lock)

@@ -19,7 +19,9 @@ class ExtractConfig(StageConfig):
         default_factory=list,
         description="slide files, folders of slides, BCNB roots, folders of BCNB pre-cut patches, or manifest CSVs",
     )
-    out: Path = Field(Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/")
+    out: Path = Field(
+        Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/"
+    )
     encoder: str = Field("efficientnet_lite0", description="encoder name (balnmp-cache doctor lists them)")
     mode: Literal["avg", "max", "flatten"] | None = Field(None, description="feature mode; default: the encoder's")
     weights: str = Field("imagenet", description="'imagenet', 'random' (seeded) or a checkpoint path")

@@ -97,7 +97,9 @@ class BatchEncoder:
         from balnmp_cache.encoders import create_encoder
 
         device = resolve_device(config.device)
-        encoder = create_encoder(config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device)
+        encoder = create_encoder(
+            config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device
+        )
         precision = config.precision
         if precision == "auto":
             precision = "bf16" if bf16_is_native(device) else "fp32"

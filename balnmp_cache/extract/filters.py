@@ -114,5 +114,6 @@ def patch_filter_for(config: ExtractConfig) -> PatchFilter:
         build = PATCH_FILTERS[config.patch_filter]
     except KeyError:
         choices = ", ".join(PATCH_FILTERS)
-        raise ConfigError(f"patch_filter '{config.patch_filter}' is not one of {choices}; change --patch-filter") from None
+        message = f"patch_filter '{config.patch_filter}' is not one of {choices}; change --patch-filter"
+        raise ConfigError(message) from None
     return build(config)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from balnmp_cache.cache import CacheDir, ManifestRow
+from balnmp_cache.cache import ManifestRow
 from balnmp_cache.errors import BalnmpError, SlideError, StorageError
 from balnmp_cache.extract.batches import CohortEncoder
 from balnmp_cache.extract.claims import Claimer

@@ -77,7 +77,9 @@ def _positions(job: SlideJob, files: tuple[Path, ...], origins: dict[int, tuple[
     if origins is not None:
         missing = sorted({int(r) for r in region} - set(origins))
         if missing:
-            raise SlideError(f"patches of {job.slide_id} name regions {missing} that its WSIs/{job.slide_id}.json lacks")
+            raise SlideError(
+                f"patches of {job.slide_id} name regions {missing} that its WSIs/{job.slide_id}.json lacks"
+            )
         offsets = offsets + np.array([origins[int(r)] for r in region], dtype=np.int64).reshape(-1, 2)
     return offsets, region
 
@@ -118,7 +120,8 @@ def region_origins(job: SlideJob) -> dict[int, tuple[int, int]] | None:
     """
     patches_dir = job.path.parent
     candidates = [
-        patches_dir.parent / "WSIs" / f"{job.slide_id}.json", patches_dir.parent.parent / "WSIs" / f"{job.slide_id}.json"
+        patches_dir.parent / "WSIs" / f"{job.slide_id}.json",
+        patches_dir.parent.parent / "WSIs" / f"{job.slide_id}.json"
     ]
     annotation = next((c for c in candidates if c.is_file()), None)
     if annotation is None:

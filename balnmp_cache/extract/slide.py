@@ -149,7 +149,8 @@ class SlideWork:
             file_attrs["notes"] = "; ".join(info.notes)
         sf = SlideFeatures(
             slide_id=job.slide_id, features=np.concatenate(self.features),
-            coords=np.concatenate(self.coords).astype(np.int64), region_id=np.concatenate(self.region_id).astype(np.int32),
+            coords=np.concatenate(self.coords).astype(np.int64),
+            region_id=np.concatenate(self.region_id).astype(np.int32),
             patch_key=np.array(self.patch_key, dtype=object), attrs=file_attrs,
         )
         row = ManifestRow(**base, status="ok", reason="; ".join(info.notes), n_patches=sf.n_patches)  # type: ignore[arg-type]

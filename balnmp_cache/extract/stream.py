@@ -13,6 +13,7 @@ to the consumer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -274,7 +275,8 @@ class PatchStream:
     def _candidates(self, job: SlideJob, reader: SlideReader, plan: ResolutionPlan, info: SlideInfo) -> PatchCandidates:
         """The grid inside the annotated regions, else over the detected tissue; notes ``roi_source``."""
         geometry = dict(
-            patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px, read_level=plan.read_level, read_px=plan.read_px
+            patch_px=plan.patch_px, patch_level0_px=plan.patch_level0_px,
+            read_level=plan.read_level, read_px=plan.read_px
         )
         if job.annotation is None:
             info.attrs["roi_source"] = "tissue detection (Otsu on saturation)"
@@ -320,7 +322,5 @@ def _plan_attrs(reader: SlideReader, plan: ResolutionPlan) -> dict[str, Any]:
 def _preload_readers() -> None:
     from balnmp_cache.slides.backends import import_cucim
 
-    try:
+    with contextlib.suppress(ImportError):  # cuCIM is optional at run time; open_slide falls back to the others
         import_cucim()
-    except ImportError:
-        pass  # cuCIM is optional at run time; open_slide falls back to the other readers

@@ -168,7 +168,8 @@ class SlideWriter:
                     self.cache.record([_timed(failed, task)])
                 raise
             except (BalnmpError, OSError) as err:  # e.g. NaN/inf features: this slide fails alone
-                row = dataclasses.replace(row, status="failed", reason=f"writing failed: {first_line(err)}", n_patches=0)
+                reason = f"writing failed: {first_line(err)}"
+                row = dataclasses.replace(row, status="failed", reason=reason, n_patches=0)
         row = _timed(row, task)
         self.cache.record([row])
         return row

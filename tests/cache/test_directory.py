@@ -43,7 +43,7 @@ def test_open_finds_the_cache_under_its_root_with_key_and_format(tmp_path: Path)
     bare = create(tmp_path / "b")  # PARAMS names no format: such a folder can be read, not written
     opened = CacheDir.open(bare.directory)
     assert opened.key == bare.key and opened.format is None
-    with pytest.raises(CacheError, match="no cache.json naming its format"):
+    with pytest.raises(CacheError, match=r"no cache.json naming its format"):
         opened.slide_path("s1")
     (bare.directory / "cache.json").write_text("{broken")
     assert CacheDir.open(bare.directory).key == bare.key  # readers of params() report the broken file

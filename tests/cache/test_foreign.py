@@ -97,7 +97,7 @@ def test_load_a_folder_of_foreign_files(tmp_path: Path, writer) -> None:  # type
 def test_mixing_stamp_and_clam_files_is_refused(tmp_path: Path) -> None:
     write_clam(tmp_path / "a.h5", 5)
     write_stamp(tmp_path / "b.h5", 5)
-    with pytest.raises(CacheError, match="disagree.*coords_unit"):
+    with pytest.raises(CacheError, match=r"disagree.*coords_unit"):
         load_cache(tmp_path)
 
 

@@ -67,13 +67,15 @@ def test_another_source_state_computes_the_fingerprint_and_records_the_new_state
     cache = _cache(tmp_path)
     _commit(cache, "s1")
     calls: list[int] = []
-    assert cache.cached_slide("s1", fingerprint=_fingerprint(calls), source=SOURCE, source_state="moved").status == "done"
+    verdict = cache.cached_slide("s1", fingerprint=_fingerprint(calls), source=SOURCE, source_state="moved")
+    assert verdict.status == "done"
     assert calls == [1]
     cache.record_verified()
     cache.compact()
     assert read_index(cache.directory)["s1"].source_state == "moved"
     other = CacheDir.open(cache.directory)
-    assert other.cached_slide("s1", fingerprint=_fingerprint(calls), source=SOURCE, source_state="moved").status == "done"
+    verdict = other.cached_slide("s1", fingerprint=_fingerprint(calls), source=SOURCE, source_state="moved")
+    assert verdict.status == "done"
     assert calls == [1]
     edited = other.cached_slide("s1", fingerprint=lambda: "new", source=SOURCE, source_state="edited")
     assert edited.status == "redo" and "changed since it was extracted" in edited.reason
@@ -93,7 +95,8 @@ def test_a_file_changed_in_place_is_read_through_and_its_damage_found(tmp_path: 
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same size and mtime; the inode too; ctime moved
     assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
-    verdict = CacheDir.open(cache.directory).cached_slide("s1", fingerprint=lambda: "fp", source=SOURCE, source_state="st")
+    reopened = CacheDir.open(cache.directory)
+    verdict = reopened.cached_slide("s1", fingerprint=lambda: "fp", source=SOURCE, source_state="st")
     assert verdict.status == "redo" and "is corrupt" in verdict.reason
 
 

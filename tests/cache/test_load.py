@@ -90,11 +90,11 @@ def test_load_refuses_mixed_provenance_naming_the_files(build_cache: Callable[..
         load_cache(cache_dir)
     (cache_dir / "s9.h5").unlink()
     write_slide(cache_dir, make_slide("s8", d=16, **provenance(key)))
-    with pytest.raises(CacheError, match="feature_dim: 16 in s8.h5"):
+    with pytest.raises(CacheError, match=r"feature_dim: 16 in s8.h5"):
         load_cache(cache_dir)
     (cache_dir / "s8.h5").unlink()
     write_slide(cache_dir, make_slide("s7", **provenance(key)), dtype="float32")
-    with pytest.raises(CacheError, match="dtype: 'float32' in s7.h5"):
+    with pytest.raises(CacheError, match=r"dtype: 'float32' in s7.h5"):
         load_cache(cache_dir)
 
 

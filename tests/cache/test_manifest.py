@@ -44,7 +44,7 @@ def test_reasons_are_kept_on_one_line(tmp_path: Path) -> None:
 
 
 def test_rows_are_validated(tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match="'skipped'.*ok, failed, empty"):
+    with pytest.raises(CacheError, match=r"'skipped'.*ok, failed, empty"):
         ManifestRow(slide_id="a", status="skipped")  # type: ignore[arg-type]
     (tmp_path / "manifest.csv").write_text("slide_id,status\na,ok\n")
     with pytest.raises(CacheError, match="lacks column"):

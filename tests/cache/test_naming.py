@@ -67,7 +67,7 @@ def test_cache_key_handles_nan_paths_and_nesting_but_rejects_objects() -> None:
     assert '"mpp":"NaN"' in canonical_json(params)
     assert '"weights":"/w/model.pth"' in canonical_json(params)
     assert cache_key(params) == cache_key({**params, "mpp": float("nan")})
-    with pytest.raises(CacheError, match="tissue.fn"):
+    with pytest.raises(CacheError, match=r"tissue.fn"):
         cache_key({"tissue": {"fn": object()}})
 
 
@@ -98,7 +98,7 @@ def test_cache_dir_name_is_filesystem_safe_and_parses_back() -> None:
 def test_slide_path_builds_both_formats_and_rejects_unsafe_ids(tmp_path: Path) -> None:
     assert slide_path(tmp_path, "351899", "hdf5") == tmp_path / "351899.h5"
     assert slide_path(tmp_path, "TCGA-01 a", "zarr") == tmp_path / "TCGA-01 a.zarr"
-    with pytest.raises(CacheError, match="'tiff'.*hdf5, zarr.*--format"):
+    with pytest.raises(CacheError, match=r"'tiff'.*hdf5, zarr.*--format"):
         slide_path(tmp_path, "a", "tiff")
     for bad in ("", ".hidden", "a/b", "a\\b", "x\ny", "é" * 150):
         with pytest.raises(CacheError, match="cannot name a cache file"):

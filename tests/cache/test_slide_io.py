@@ -84,7 +84,7 @@ def test_zarr_rewrite_replaces_the_old_store_and_leaves_nothing_behind(tmp_path:
 def test_write_rejects_bad_input_with_clear_messages(tmp_path: Path) -> None:
     good = make_slide("s1", **provenance(KEY))
     empty = make_slide("s1", n=0)
-    with pytest.raises(CacheError, match="no patches.*status 'empty'"):
+    with pytest.raises(CacheError, match=r"no patches.*status 'empty'"):
         write_slide(tmp_path, empty)
     nan = make_slide("s1")
     nan.features[2, 3] = np.nan
@@ -92,7 +92,7 @@ def test_write_rejects_bad_input_with_clear_messages(tmp_path: Path) -> None:
         write_slide(tmp_path, nan)
     huge = make_slide("s1")
     huge.features[0, 0] = 1e6
-    with pytest.raises(CacheError, match="float16's range.*float32"):
+    with pytest.raises(CacheError, match=r"float16's range.*float32"):
         write_slide(tmp_path, huge)
     assert write_slide(tmp_path / "f32", huge, dtype="float32").exists()
     bad_coords = make_slide("s1")
@@ -138,7 +138,7 @@ def test_is_complete_is_false_for_truncated_corrupt_and_missing_files(complete_h
     empty.write_bytes(b"")
     for path in (truncated, garbage, flipped, empty, tmp_path / "absent.h5", tmp_path):
         assert is_complete(path) is False, path
-    with pytest.raises(CacheError, match="truncated.h5"):
+    with pytest.raises(CacheError, match=r"truncated.h5"):
         read_slide(truncated)
 
 

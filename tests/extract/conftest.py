@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import shutil
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from balnmp_cache.demo import write_demo_cohort
@@ -33,7 +32,9 @@ def small_cohort(tmp_path, demo_root) -> Path:
 
 def config(sources, out, **overrides) -> ExtractConfig:
     """An extract config for tests: the real EfficientNet-Lite0 (fast on the CPU), small batches."""
-    base = dict(sources=[Path(s) for s in sources], out=Path(out), encoder="efficientnet_lite0", batch_size=16, num_workers=2)
+    base = dict(
+        sources=[Path(s) for s in sources], out=Path(out), encoder="efficientnet_lite0", batch_size=16, num_workers=2
+    )
     base.update(overrides)
     return ExtractConfig(**base)
 

@@ -34,7 +34,11 @@ def _snapshot(cache_dir: Path) -> dict[str, dict]:
                 # variable-length strings come back as objects: compare their contents, not pointers
                 data[name] = values.tolist() if values.dtype == object else values.tobytes()
             # repr() so that NaN attributes (an unknown MPP) compare equal to themselves
-            attrs = {k: repr(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items() if k != "created_utc"}
+            attrs = {
+                k: repr(v.tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in f.attrs.items()
+                if k != "created_utc"
+            }
         out[path.name] = {"data": data, "attrs": attrs}
     return out
 
@@ -54,7 +58,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(demo_root, tmp_path):
     ref_dir = _cache_dir(reference)
 
     crashed = tmp_path / "crashed"
-    proc = subprocess.Popen(_cli(str(demo_root), "--out", str(crashed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(str(demo_root), "--out", str(crashed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     killed_mid_run = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -75,18 +81,24 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(demo_root, tmp_path):
     assert len(snapshot) == 4 and all(entry["data"]["features"] for entry in snapshot.values())
     assert _snapshot(crash_dir) == snapshot
     assert _leftovers(crash_dir) == []
-    assert {r.slide_id: r.status for r in read_manifest(crash_dir)} == {r.slide_id: r.status for r in read_manifest(ref_dir)}
+    statuses = {r.slide_id: r.status for r in read_manifest(crash_dir)}
+    assert statuses == {r.slide_id: r.status for r in read_manifest(ref_dir)}
 
 
 def test_two_processes_never_write_the_same_slide(demo_root, tmp_path):
     out = tmp_path / "cache"
-    procs = [subprocess.Popen(_cli(str(demo_root), "--out", str(out), "-v"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(_cli(str(demo_root), "--out", str(out), "-v"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     cache_dir = _cache_dir(out)
     log = (out / "extract.log").read_text()
     for sid in ("1", "2", "3", "4"):
-        writes = [line for line in log.splitlines() if f"INFO balnmp_cache.extract.pipeline: {sid}: " in line and "patches in" in line]
+        tag = f"INFO balnmp_cache.extract.pipeline: {sid}: "
+        writes = [line for line in log.splitlines() if tag in line and "patches in" in line]
         assert len(writes) == 1, (sid, writes)
     assert sorted(p.name for p in cache_dir.glob("*.h5")) == ["1.h5", "2.h5", "3.h5", "4.h5"]
     assert {r.status for r in read_manifest(cache_dir)} == {"ok"} and len(read_manifest(cache_dir)) == 4
@@ -130,7 +142,8 @@ def test_kill_9_in_a_cohort_of_small_slides_then_rerun_equals_an_uninterrupted_r
 
 
 def _writes(log: str, sid: str) -> list[str]:
-    return [line for line in log.splitlines() if f"INFO balnmp_cache.extract.pipeline: {sid}: " in line and "patches in" in line]
+    tag = f"INFO balnmp_cache.extract.pipeline: {sid}: "
+    return [line for line in log.splitlines() if tag in line and "patches in" in line]
 
 
 @pytest.mark.parametrize("shards", [False, True], ids=["same-list", "two-shards"])
@@ -139,7 +152,9 @@ def test_two_processes_on_a_cohort_of_small_slides_write_each_slide_once(tmp_pat
     out = tmp_path / "cache"
     extra = [["--shard", "0/2"], ["--shard", "1/2"]] if shards else [[], []]
     procs = [
-        subprocess.Popen(_small_cli(patches, out, "-v", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            _small_cli(patches, out, "-v", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for args in extra
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -121,10 +121,12 @@ def test_bad_slides_fail_alone_with_a_reason(small_cohort, tmp_path):
     (bad / "notaslide.svs").write_text("this is not a slide")
     outside = bad / "outside.jpg"
     shutil.copy(wsis / "2.jpg", outside)
-    (bad / "outside.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": [[-900, -900], [-500, -900], [-500, -500]]}], "negative": []}))
+    outside = [[-900, -900], [-500, -900], [-500, -500]]
+    (bad / "outside.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": outside}], "negative": []}))
     tiny = bad / "tiny.jpg"
     shutil.copy(wsis / "2.jpg", tiny)
-    (bad / "tiny.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": [[10, 10], [40, 10], [40, 40]]}], "negative": []}))
+    tiny = [[10, 10], [40, 10], [40, 40]]
+    (bad / "tiny.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": tiny}], "negative": []}))
     manifest = tmp_path / "slides.csv"
     with manifest.open("w", newline="") as fh:
         writer = csv.writer(fh)
