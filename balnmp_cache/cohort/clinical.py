@@ -88,6 +88,27 @@ class ClinicalEncoder:
         )
 
 
+def _check_complete(table: pd.DataFrame, columns: Sequence[str], used: pd.DataFrame) -> None:
+    """Every needed column present and no blank value among the patients that will be encoded."""
+    source = table.attrs.get("source", "the cohort")
+    missing = [c for c in columns if c not in table]
+    if missing:
+        listed = ", ".join(column_label(table, c) + (f" (or {c})" if COLUMN_NAMES.get(c, c) != c else "")
+                           for c in missing)
+        raise CohortError(
+            f"{source} has no column {listed}, needed for clinical data; add it, or train without clinical data "
+            "(--no-clinical)"
+        )
+    problems = [
+        f"row {used.loc[pid, 'source_row']} (patient {pid}): {col} is blank"
+        for col in columns
+        for pid in used.index[used[col].isna()]
+    ]
+    if problems:
+        raise CohortError(f"clinical data incomplete in {source}: {len(problems)} problem(s) (fill them in, or train "
+                          f"without clinical data, --no-clinical):\n{format_rows(problems)}")
+
+
 def fit_clinical(
     table: pd.DataFrame,
     train_ids: Iterable[str],
@@ -109,26 +130,8 @@ def fit_clinical(
     import pandas as pd
 
     columns = tuple(OFFICIAL_CLINICAL) + tuple(c for c in extra_columns if c not in OFFICIAL_CLINICAL)
-    source = table.attrs.get("source", "the cohort")
-    missing = [c for c in columns if c not in table]
-    if missing:
-        listed = ", ".join(column_label(table, c) + (f" (or {c})" if COLUMN_NAMES.get(c, c) != c else "")
-                           for c in missing)
-        raise CohortError(
-            f"{source} has no column {listed}, needed for clinical data; add it, or train without clinical data "
-            "(--no-clinical)"
-        )
+    _check_complete(table, columns, table.loc[list(patient_ids)] if patient_ids is not None else table)
     train = table.loc[list(train_ids)]
-    used = table.loc[list(patient_ids)] if patient_ids is not None else table
-    problems = [
-        f"row {used.loc[pid, 'source_row']} (patient {pid}): {col} is blank"
-        for col in columns
-        for pid in used.index[used[col].isna()]
-    ]
-    if problems:
-        raise CohortError(f"clinical data incomplete in {source}: {len(problems)} problem(s) (fill them in, or train "
-                          f"without clinical data, --no-clinical):\n{format_rows(problems)}")
-
     names: list[str] = []
     means: dict[str, float] = {}
     stds: dict[str, float] = {}

@@ -123,6 +123,88 @@ def _unit_shape(rng: np.random.Generator, n_vertices: int, roughness: float, smo
     }
 
 
+@dataclass(frozen=True)
+class _Draws:
+    """The random shape of one slide, drawn once; only its scale is searched."""
+
+    core_of: np.ndarray  # the core each region sits in
+    weights: np.ndarray  # each region's share of the tumour area
+    aspect: np.ndarray
+    tilt: np.ndarray
+    region_units: list[dict[str, np.ndarray]]
+    core_units: list[dict[str, np.ndarray]]
+    core_tilt: np.ndarray
+    gap: np.ndarray
+    end_margin: np.ndarray
+    side: np.ndarray
+    row_gap: np.ndarray
+    shift: np.ndarray
+    pad: np.ndarray
+    overhang_px: float
+
+
+def _draw(rng: np.random.Generator) -> _Draws:
+    n_regions = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.30, 0.17, 0.08]))
+    n_cores = int(rng.integers((n_regions + 1) // 2, min(n_regions, 3) + 1))  # at most two polygons per core
+    core_of = np.concatenate([np.arange(n_cores), rng.integers(0, n_cores, n_regions - n_cores)]).astype(int)
+    core_of.sort()
+    return _Draws(
+        core_of=core_of,
+        weights=rng.dirichlet(np.full(n_regions, 2.5)),
+        aspect=rng.uniform(1.1, 2.0, n_regions),
+        tilt=rng.uniform(-0.25, 0.25, n_regions),
+        region_units=[_unit_shape(rng, int(rng.integers(18, 31)), 0.015, 0.07) for _ in range(n_regions)],
+        core_units=[_unit_shape(rng, 160, 0.012, 0.05) for _ in range(n_cores)],
+        core_tilt=rng.uniform(-0.12, 0.12, n_cores),
+        gap=rng.uniform(0.15, 0.45, n_regions),
+        end_margin=rng.uniform(0.1, 0.35, n_cores),
+        side=rng.uniform(1.08, 1.25, n_cores),
+        row_gap=rng.uniform(60, 200, n_cores),
+        shift=rng.uniform(-1, 1, n_cores),
+        pad=rng.uniform(40, 120, 2),
+        overhang_px=float(rng.uniform(25, 90)),
+    )
+
+
+def _arrange(d: _Draws, area: np.ndarray, overhang: bool) -> tuple[int, int, list[np.ndarray], list[np.ndarray]]:
+    """Regions of the given areas laid end to end along their cores, the cores stacked: (width, height, cores,
+    regions), shifted so that everything lies inside the image (but for the overhang)."""
+    n_cores = len(d.core_units)
+    b = np.sqrt(area / (np.pi * d.aspect))
+    a = d.aspect * b
+    cores: list[np.ndarray] = []
+    placed: dict[int, np.ndarray] = {}  # region index -> outline; every region sits in one core
+    half_lengths = []
+    for c in range(n_cores):
+        members = np.nonzero(d.core_of == c)[0]
+        widths = 2 * a[members] + d.gap[members] * b[members]
+        half_lengths.append(widths.sum() / 2 + d.end_margin[c] * b[members].max() + 30)
+    a_max = max(half_lengths)
+    y_cursor = 0.0
+    for c in range(n_cores):
+        members = np.nonzero(d.core_of == c)[0]
+        b_core = b[members].max() * d.side[c] + 30
+        centre = np.array([a_max + d.shift[c] * (a_max - half_lengths[c]), y_cursor + b_core])
+        y_cursor += 2 * b_core + d.row_gap[c]
+        cos, sin = math.cos(d.core_tilt[c]), math.sin(d.core_tilt[c])
+        rot = np.array([[cos, -sin], [sin, cos]])
+        x = -half_lengths[c] + d.end_margin[c] * b[members].max() + 30
+        for r in members:
+            local = np.array([x + a[r], 0.0])
+            x += 2 * a[r] + d.gap[r] * b[r]
+            placed[int(r)] = _star(d.region_units[r], a[r], b[r], d.core_tilt[c] + d.tilt[r], centre + rot @ local)
+        cores.append(_star(d.core_units[c], half_lengths[c], b_core, d.core_tilt[c], centre, power=3.5))
+    regions = [placed[r] for r in range(len(d.region_units))]
+    origin = np.concatenate(cores + regions).min(axis=0) - d.pad
+    if overhang:
+        origin[0] = regions[0][:, 0].min() + d.overhang_px
+    cores = [poly - origin for poly in cores]
+    regions = [np.rint(poly - origin).astype(np.int64) for poly in regions]
+    width = math.ceil(np.concatenate(cores + regions)[:, 0].max() + d.pad[0])
+    height = math.ceil(np.concatenate(cores + regions)[:, 1].max() + d.pad[1])
+    return width, height, cores, regions
+
+
 def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: float, overhang: bool,
                min_patches: int = 10, max_patches: int = 69) -> SlideLayout:
     """Draw the geometry of one slide whose polygons yield about ``n_target`` official patches.
@@ -137,62 +219,13 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
     Returns:
         The slide's layout.
     """
-    n_regions = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.30, 0.17, 0.08]))
-    n_cores = int(rng.integers((n_regions + 1) // 2, min(n_regions, 3) + 1))  # at most two polygons per core
-    core_of = np.concatenate([np.arange(n_cores), rng.integers(0, n_cores, n_regions - n_cores)]).astype(int)
-    core_of.sort()
-    weights = rng.dirichlet(np.full(n_regions, 2.5))
-    aspect = rng.uniform(1.1, 2.0, n_regions)
-    tilt = rng.uniform(-0.25, 0.25, n_regions)
-    region_units = [_unit_shape(rng, int(rng.integers(18, 31)), 0.015, 0.07) for _ in range(n_regions)]
-    core_units = [_unit_shape(rng, 160, 0.012, 0.05) for _ in range(n_cores)]
-    core_tilt = rng.uniform(-0.12, 0.12, n_cores)
-    gap = rng.uniform(0.15, 0.45, n_regions)
-    end_margin = rng.uniform(0.1, 0.35, n_cores)
-    side = rng.uniform(1.08, 1.25, n_cores)
-    row_gap = rng.uniform(60, 200, n_cores)
-    shift = rng.uniform(-1, 1, n_cores)
-    pad = rng.uniform(40, 120, 2)
-    overhang_px = rng.uniform(25, 90)
+    draws = _draw(rng)
     lo = max(min_patches, math.floor(0.85 * n_target))
     hi = min(max_patches, math.ceil(1.15 * n_target))
-
     scale, best = 1.0, None
     for attempt in range(30):
-        area = scale * n_target * PATCH_PX * PATCH_PX / _EXPECTED_YIELD * weights
-        b = np.sqrt(area / (np.pi * aspect))
-        a = aspect * b
-        cores: list[np.ndarray] = []
-        placed: dict[int, np.ndarray] = {}  # region index -> outline; every region sits in one core
-        y_cursor = 0.0
-        half_lengths = []
-        for c in range(n_cores):
-            members = np.nonzero(core_of == c)[0]
-            widths = 2 * a[members] + gap[members] * b[members]
-            half_lengths.append(widths.sum() / 2 + end_margin[c] * b[members].max() + 30)
-        a_max = max(half_lengths)
-        for c in range(n_cores):
-            members = np.nonzero(core_of == c)[0]
-            b_core = b[members].max() * side[c] + 30
-            centre = np.array([a_max + shift[c] * (a_max - half_lengths[c]), y_cursor + b_core])
-            y_cursor += 2 * b_core + row_gap[c]
-            rot = np.array([[math.cos(core_tilt[c]), -math.sin(core_tilt[c])],
-                            [math.sin(core_tilt[c]), math.cos(core_tilt[c])]])
-            x = -half_lengths[c] + end_margin[c] * b[members].max() + 30
-            for r in members:
-                local = np.array([x + a[r], 0.0])
-                x += 2 * a[r] + gap[r] * b[r]
-                placed[int(r)] = _star(region_units[r], a[r], b[r], core_tilt[c] + tilt[r], centre + rot @ local)
-            cores.append(_star(core_units[c], half_lengths[c], b_core, core_tilt[c], centre, power=3.5))
-        regions = [placed[r] for r in range(n_regions)]
-        everything = np.concatenate(cores + regions)
-        origin = everything.min(axis=0) - pad
-        if overhang:
-            origin[0] = regions[0][:, 0].min() + overhang_px
-        cores = [poly - origin for poly in cores]
-        regions = [np.rint(poly - origin).astype(np.int64) for poly in regions]
-        width = math.ceil(np.concatenate(cores + regions)[:, 0].max() + pad[0])
-        height = math.ceil(np.concatenate(cores + regions)[:, 1].max() + pad[1])
+        width, height, cores, regions = _arrange(draws, scale * n_target * PATCH_PX * PATCH_PX / _EXPECTED_YIELD
+                                                 * draws.weights, overhang)
         n = len(official_patches(regions, width, height))
         if min_patches <= n <= max_patches and (best is None or abs(n - n_target) < abs(best[0] - n_target)):
             best = (n, width, height, cores, regions)
@@ -204,7 +237,6 @@ def plan_slide(rng: np.random.Generator, *, n_target: int, high_grade_fraction: 
     if best is None:
         raise RuntimeError(f"demo slide layout found no size with {min_patches}-{max_patches} patches")
     n, width, height, cores, regions = best
-
     fields = _place_fields(rng, regions, width, height, high_grade_fraction)
     return SlideLayout(width=width, height=height, cores=tuple(cores), regions=tuple(regions), fields=fields,
                        n_patches=n)

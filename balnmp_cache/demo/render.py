@@ -205,6 +205,24 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     eosin = np.where(nest, np.float32(0.30) + np.float32(0.04) * nest_noise, eosin)
     haem = np.where(nest, np.where(high, np.float32(0.25), np.float32(0.22)), np.float32(0.08))
 
+    _stamp_cells(rng, shape, tissue, tumour, nest, high).add_to(haem, eosin)
+
+    # Quantise both stains into one lookup index; glass (outside the tissue) gets index 0.
+    haem *= np.float32(_Q)
+    eosin *= np.float32(_Q)
+    np.clip(haem, 0, 255, out=haem)
+    np.clip(eosin, 0, 255, out=eosin)
+    index = haem.astype(np.uint16)
+    index <<= 8
+    index |= eosin.astype(np.uint16)
+    index *= tissue
+    return _lut()[index], high, tumour
+
+
+def _stamp_cells(rng: np.random.Generator, shape: tuple[int, int], tissue: np.ndarray, tumour: np.ndarray,
+                 nest: np.ndarray, high: np.ndarray) -> _Stamper:
+    """Nuclei of every kind on jittered grids: tumour and high-grade cells in the nests, spindle cells in the
+    stroma, lymphocytes in their zones outside the tumour, fat vacuoles."""
     stamper = _Stamper(shape)
     fat_zone = _zones(rng, shape, 0.5)
     lymph_zone = _zones(rng, shape, 1.2)
@@ -225,18 +243,7 @@ def render_slide(rng: np.random.Generator, layout: SlideLayout) -> tuple[np.ndar
     ys, xs = _grid(rng, shape, 60.0)
     keep = tissue[ys, xs] & ~tumour[ys, xs] & fat_zone(ys, xs) & ~lymph_zone(ys, xs)
     stamper.stamp(rng, "fat", ys[keep], xs[keep], haem=-0.08, eosin=-0.62)  # empty vacuoles: almost glass
-    stamper.add_to(haem, eosin)
-
-    # Quantise both stains into one lookup index; glass (outside the tissue) gets index 0.
-    haem *= np.float32(_Q)
-    eosin *= np.float32(_Q)
-    np.clip(haem, 0, 255, out=haem)
-    np.clip(eosin, 0, 255, out=eosin)
-    index = haem.astype(np.uint16)
-    index <<= 8
-    index |= eosin.astype(np.uint16)
-    index *= tissue
-    return _lut()[index], high, tumour
+    return stamper
 
 
 def _zones(

@@ -24,7 +24,7 @@ from .conftest import ENV, REPO, CliResult, run_cli
 
 TRAIN_FLAGS = ("--epochs", "2", "--patience", "2", "--batch-bags", "16", "--threads", "1", "--device", "cpu",
                "--no-clinical")
-_LOG_LINE = re.compile(r"^\s*(\[[^\]]*\]\s*)?(DEBUG|INFO|WARNING)\s")  # a record of rich's log handler
+_LOG_LINE = re.compile(r"^\s*(\[[^\]]*\]\s*|\d\d:\d\d:\d\d\s+)?(DEBUG|INFO|WARNING)\s")  # a record of the log handler
 
 
 def train_args(study: SyntheticStudy, out: Path, *extra: str | Path) -> tuple[str | Path, ...]:
