@@ -31,7 +31,7 @@ def _task(args: list[str], tmp_path: Path, **slurm: str) -> subprocess.Popen[str
 
 
 def test_outside_an_array_the_script_prints_its_usage(tmp_path):
-    out, err = _task(["grid.toml"], tmp_path).communicate(timeout=60)
+    _, err = _task(["grid.toml"], tmp_path).communicate(timeout=60)
     assert "usage: sbatch --array=0-(N-1)" in err
 
 

@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("ray")
 
-from balnmp_cache.config import load_config  # noqa: E402
-from balnmp_cache.demo import write_demo_cohort  # noqa: E402
-from balnmp_cache.extract import ExtractConfig, run_extract  # noqa: E402
-from balnmp_cache.runs import is_finished  # noqa: E402
-from balnmp_cache.train.ablate import AblationGrid, expand_grid, run_ablation  # noqa: E402
-from tests.engines.cluster import cache_differences, local_cluster  # noqa: E402
-from tests.engines.test_ray_cluster import _finish, _kill_when, _rows, _same_run, _start  # noqa: E402
+from balnmp_cache.config import load_config
+from balnmp_cache.demo import write_demo_cohort
+from balnmp_cache.extract import ExtractConfig, run_extract
+from balnmp_cache.runs import is_finished
+from balnmp_cache.train.ablate import AblationGrid, expand_grid, run_ablation
+from tests.engines.cluster import cache_differences, local_cluster
+from tests.engines.test_ray_cluster import _finish, _kill_when, _rows, _same_run, _start
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
