@@ -58,18 +58,23 @@ def demo_summary(summary: Any) -> Paragraph:
     )
 
 
+def _slide_grid(rows: Sequence[Any]) -> Grid:
+    """One line per slide of a stage's result: slide, patient, status, patches, seconds, reason."""
+    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
+    cells = [
+        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
+         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
+        for row in rows
+    ]  # fmt: skip
+    return Grid(columns, cells, spill=5)
+
+
 def extract_summary(result: Any) -> Group:
     """Per-slide rows that did not simply succeed (then the first ok ones), and the totals."""
     rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
     problems = [r for r in rows if r.status != "ok"]
     shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
-    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
-    cells = [
-        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
-        for row in shown
-    ]  # fmt: skip
-    parts: list[Any] = [_heading("extract →", result.cache_dir), Grid(columns, cells, spill=5)]
+    parts: list[Any] = [_heading("extract →", result.cache_dir), _slide_grid(shown)]
     if len(rows) > len(shown):
         parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
     rate = result.n_patches / result.seconds if result.seconds else 0.0
@@ -160,13 +165,7 @@ def heatmap_summary(result: Any) -> Group | Paragraph:
     )
     if not shown:
         return totals
-    columns: list[Column | str] = ["slide", "patient", "status", _num("patches"), _num("seconds"), "reason"]
-    cells = [
-        [row.slide_id, row.patient_id, Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-         str(row.n_patches), f"{row.seconds:.1f}", row.reason]
-        for row in shown
-    ]  # fmt: skip
-    return Group(_heading("heatmap →", result.out), Grid(columns, cells, spill=5), totals)
+    return Group(_heading("heatmap →", result.out), _slide_grid(shown), totals)
 
 
 _SPLIT_SHORT = {"train": "T", "val": "V", "test": "I-T"}
