@@ -42,7 +42,7 @@ seed = [0, 1]
 
 def test_the_demo_cohort_and_a_demo_grid_on_two_nodes_with_a_killed_node(tmp_path):
     root = tmp_path / "demo" / "bcnb"
-    write_demo_cohort(root, patients=6, seed=1, pyramidal=False)
+    write_demo_cohort(root, patients=9, seed=1, pyramidal=False)  # 5 N0, 4 N(+)
     extract = load_config(ExtractConfig, REPO / "stages" / "extract.toml",
                           overrides={"sources": [str(root)], "out": str(tmp_path / "local-cache")})
     local = run_extract(extract)
