@@ -138,8 +138,12 @@ TODAY = {
     "heatmap": {"run_dir", "slides", "--cache", "--out", "--config", "-c", "--verbose", "-v"},
 }
 # ... and the ones that every remaining field brought with it.
+ENGINE_FLAGS = {
+    "--engine", "--address", "--workers", "--cpus-per-worker", "--num-gpus-per-worker", "--chunk-slides", "--retries",
+    "--slurm-folder", "--slurm-partition", "--slurm-time", "--slurm-mem-gb", "--slurm-parallelism",
+}  # fmt: skip
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix", "--decode", "--shard"},
+    "extract": {"--no-force", "--slide-id-prefix", "--decode", "--shard", *ENGINE_FLAGS},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
@@ -150,7 +154,7 @@ ADDED = {
         "--heatmaps",
     },
     "predict": set(),
-    "ablate": set(),
+    "ablate": set(ENGINE_FLAGS),
     "heatmap": {
         "--cohort", "--slide-dirs", "--score", "--norm", "--contribution-norm", "--center", "--cmap",
         "--diverging-cmap", "--alpha", "--canvas-px", "--top-k", "--gallery-px", "--cohort-split", "--target-class",
