@@ -7,6 +7,8 @@
 #                              (without CONFIG, `make train` writes out/demo/train and leaves the demo's runs alone)
 #   make heatmap               attention heatmaps, galleries and QuPath GeoJSON of the demo runs (stages/heatmap.toml)
 #   make ablate                an ablation grid (CONFIG=stages/ablations/<grid>.toml)
+#   make nuclei                nucleus morphometry (§2.4) on the demo cohort: tables, histogram bags, summaries
+#   make nuclei-report         make nuclei, train attention-MIL on the bags, report the per-feature statistics
 #   make bench                 benchmarks/bench_*.py (BENCH_ARGS=--quick for the short versions)
 
 SHELL := /bin/bash
@@ -24,7 +26,7 @@ DEMO_OUT := out/demo
 DEMO_CACHE_ROOT := $(DEMO_OUT)/cache
 DEMO_RUNS := $(DEMO_OUT)/runs
 
-.PHONY: install demo demo-data extract train demo-runs report heatmap ablate bench test test-all lint clean distclean
+.PHONY: install demo demo-data extract train demo-runs report heatmap ablate nuclei nuclei-report bench test test-all lint clean distclean
 
 install: $(STAMP)
 
@@ -101,6 +103,18 @@ demo: demo-runs
 
 ablate: install $(if $(CONFIG),,extract)
 	$(CLI) ablate $(or $(CONFIG),stages/ablations/demo.toml)
+
+NUCLEI_OUT := $(DEMO_OUT)/nuclei
+
+nuclei: install $(if $(CONFIG),,demo-data)
+	$(CLI) nuclei --config $(or $(CONFIG),stages/nuclei.toml)
+
+# The eight feature histograms of a WSI are one bag: N = 8 instances, so --bag-size 8 (one bag per patient per
+# epoch, two optimiser steps per epoch on the demo): a larger learning rate and more epochs than for patches.
+nuclei-report: nuclei
+	$(CLI) train --config stages/train.toml --cache $(NUCLEI_OUT)/bags --head abmil --bag-size 8 --no-clinical \
+		--lr 1e-3 --epochs 200 --patience 40 --force --out $(DEMO_RUNS)/nuclei
+	$(CLI) report $(DEMO_RUNS)/nuclei --out $(DEMO_OUT)/nuclei-report --clinical $(DEMO_ROOT) --nuclei $(NUCLEI_OUT)
 
 # --- development ------------------------------------------------------------------------------------------------
 

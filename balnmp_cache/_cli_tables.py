@@ -102,6 +102,28 @@ def _accuracy_header(task_name: str | None) -> str:
     return "ACC@0.5" if spec.is_binary else "ACC (argmax)"
 
 
+def nuclei_summary(result: Any) -> Group:
+    """Slides that did not simply succeed (then the first ok ones), the totals, where the tables and bags are."""
+    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
+    problems = [r for r in rows if r.status != "ok"]
+    shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
+    parts: list[Any] = [_heading("nuclei →", result.tables_dir), _slide_grid(shown)]
+    if len(rows) > len(shown):
+        parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
+    rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
+    shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard[1] > 1 else ""
+    totals = (
+        f"slides{shard}: {result.n_ok} ok, {result.n_skipped} already complete, {result.n_empty} empty, "
+        f"{result.n_failed} failed, {result.n_busy} left to another process; {result.n_nuclei} nuclei in "
+        f"{result.n_patches} patches, {rate:.1f} patches/s segmenting; {result.seconds:.1f} s in all"
+    )
+    parts.append(Paragraph(totals, style="bold red" if result.exit_code else "bold"))
+    if result.bags_dir is not None:
+        parts.append(_heading("bags →", result.bags_dir))
+    parts.extend(Paragraph(note) for note in result.notes)
+    return Group(*parts)
+
+
 def train_summary(result: Any) -> Group:
     """Patients, AUC and accuracy per split; the run's task, head, inputs and selected epoch."""
     columns: list[Column | str] = ["split", _num("patients"), _num("AUC"), _num(_accuracy_header(result.task_name))]

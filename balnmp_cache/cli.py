@@ -27,6 +27,7 @@ from balnmp_cache._cli_options import FieldParameters, given_values
 from balnmp_cache.engines.options import EngineOptions
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.heatmap.config import HeatmapConfig
+from balnmp_cache.nuclei.config import NucleiConfig
 from balnmp_cache.report.config import ReportConfig
 from balnmp_cache.train.ablate import AblationGrid
 from balnmp_cache.train.config import PredictConfig, TrainConfig
@@ -77,6 +78,14 @@ def _check_head(name: str) -> str:
     heads = list_heads()
     if name not in heads:
         raise ValueError(f"unknown MIL head {name!r}; valid heads are: {', '.join(heads)}")
+    return name
+
+
+def _check_segmenter(name: str) -> str:
+    from balnmp_cache.nuclei.segmenters import list_segmenters
+
+    if name not in list_segmenters():
+        raise ValueError(f"unknown segmenter {name!r}; valid segmenters are: {', '.join(list_segmenters())}")
     return name
 
 
@@ -225,6 +234,13 @@ STAGES = (
         run="balnmp_cache.extract:run_extract",
         summary="extract_summary",
         engines=True,
+    ),
+    Stage(
+        "nuclei",
+        "Nucleus morphometry (the paper's §2.4): segment and measure nuclei per slide, histogram bags for train.",
+        FieldParameters(NucleiConfig, arguments=("sources",), checks={"segmenter": _check_segmenter}),
+        run="balnmp_cache.nuclei:run_nuclei",
+        summary="nuclei_summary",
     ),
     Stage(
         "train",

@@ -56,3 +56,7 @@ class CorruptCacheError(CacheError):
 
 class StorageError(CacheError):
     """The filesystem under a cache refused a write: full, read-only, no permission, or gone."""
+
+
+class NucleiError(BalnmpError):
+    """A nucleus segmenter, its package or weights, or a nucleus table is invalid or unavailable."""

@@ -21,7 +21,7 @@ from balnmp_cache.cli import STAGES, app
 
 from .report.conftest import binary_scores, run_json, synthetic_labels, write_predictions
 
-SUBCOMMANDS = ("demo-data", "extract", "train", "ablate", "report", "predict", "heatmap", "verify", "doctor")
+SUBCOMMANDS = ("demo-data", "extract", "nuclei", "train", "ablate", "report", "predict", "heatmap", "verify", "doctor")
 
 
 def test_help_lists_every_subcommand():
@@ -135,6 +135,14 @@ TODAY = {
     "report": {"paths", "--out", "--clinical", "--config", "-c", "--verbose", "-v"},
     "predict": {"run_dir", "sources", "--cohort", "--top-k", "--out", "--verbose", "-v"},
     "ablate": {"grid", "--out", "--verbose", "-v"},
+    "nuclei": {
+        "sources", "--out", "--cohort", "--segmenter", "--weights", "--shard", "--patch-px", "--target-mpp",
+        "--magnification", "--slide-mpp", "--patch-filter", "--white-ratio-max", "--background-max", "--min-tissue",
+        "--prefer", "--batch-size", "--num-workers", "--fallback-mpp", "--smooth-sigma-um", "--threshold",
+        "--otsu-scale", "--threshold-od", "--dab-max-od", "--seed-sigma-um", "--seed-h-um", "--min-area-um2",
+        "--max-area-um2", "--fill-holes", "--no-fill-holes", "--n-bins", "--min-patch-nuclei", "--bags", "--no-bags",
+        "--skip-errors", "--no-skip-errors", "--force", "--no-force", "--config", "-c", "--verbose", "-v",
+    },
     "heatmap": {"run_dir", "slides", "--cache", "--out", "--config", "-c", "--verbose", "-v"},
 }
 # ... and the ones that every remaining field brought with it.
@@ -151,10 +159,11 @@ ADDED = {
     },
     "report": {
         "--alpha", "--thresholds", "--age-cutoff", "--t-stage-cutoff-cm", "--figure-formats", "--table1-columns",
-        "--heatmaps",
+        "--nuclei", "--heatmaps",
     },
     "predict": set(),
     "ablate": set(ENGINE_FLAGS),
+    "nuclei": set(),
     "heatmap": {
         "--cohort", "--slide-dirs", "--score", "--norm", "--contribution-norm", "--center", "--cmap",
         "--diverging-cmap", "--alpha", "--canvas-px", "--top-k", "--gallery-px", "--cohort-split", "--target-class",

@@ -27,7 +27,9 @@ def _model_for(path: Path):
         from balnmp_cache.heatmap.config import HeatmapConfig
 
         return HeatmapConfig
-    return {"extract": ExtractConfig, "train": TrainConfig}[path.stem.split("-")[0]]
+    from balnmp_cache.nuclei.config import NucleiConfig
+
+    return {"extract": ExtractConfig, "train": TrainConfig, "nuclei": NucleiConfig}[path.stem.split("-")[0]]
 
 
 @pytest.mark.parametrize("path", sorted(STAGES.rglob("*.toml")), ids=lambda p: str(p.relative_to(STAGES)))

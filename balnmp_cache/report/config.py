@@ -38,6 +38,9 @@ class ReportConfig(StageConfig):
     clinical: Path | None = Field(
         None, description="cohort (BCNB root or CSV) for subgroups and Table 1; without it they are skipped"
     )
+    nuclei: Path | None = Field(
+        None, description="output folder of balnmp-cache nuclei (holding summaries.csv): adds a nucleus section"
+    )
     alpha: float = Field(
         0.05, gt=0.0, lt=0.5, description="1 - confidence level of every interval (0.05 gives 95% intervals)"
     )

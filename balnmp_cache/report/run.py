@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = re.compile(
     r"^(?:(?:metrics|comparisons|multiclass|subgroups)\.(?:json|csv)|table1\.csv|(?:roc|confusion)_.+\.(?:png|svg)"
-    r"|report\.(?:md|html|log)|config\.toml)$"
+    r"|nuclei_.+\.(?:json|csv|png|svg)|report\.(?:md|html|log)|config\.toml)$"
 )
 """The names of the files a report writes (``report.log``: where older versions kept the log)."""
 
@@ -199,6 +199,18 @@ def _document(
     return doc
 
 
+def _add_nuclei(
+    result: ReportResult, doc: Document, runs: Sequence[RunPredictions], cohort: pd.DataFrame | None, *,
+    nuclei_dir: Path, formats: Sequence[str],
+) -> None:
+    """The nucleus-morphometry section (``--nuclei``), placed before the list of files."""
+    from balnmp_cache.nuclei.report_section import nuclei_section
+
+    built = nuclei_section(nuclei_dir, cohort=cohort, runs=runs, out=result.out, formats=formats)
+    doc.sections.insert(len(doc.sections) - 1, built.section)
+    result.files.update(built.files)
+
+
 def _check_out(target: Path) -> None:
     """Refuse an ``--out`` that holds anything a report does not write (an earlier report is replaced whole)."""
     if not target.exists():
@@ -292,6 +304,8 @@ def _write_report(
     emit(progress, "advance", "report", steps=1)
 
     doc = _document(result, runs, thresholds, figures, config=config, cohort_warnings=cohort_warnings)
+    if config.nuclei is not None:
+        _add_nuclei(result, doc, runs, cohort, nuclei_dir=Path(config.nuclei), formats=config.figure_formats)
     result.files["report.md"] = atomic_write_text(out / "report.md", to_markdown(doc, out))
     result.files["report.html"] = atomic_write_text(out / "report.html", to_html(doc))
     result.files["config.toml"] = save_resolved(config, out)
