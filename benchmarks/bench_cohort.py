@@ -8,7 +8,7 @@ so every cohort below reads and decodes real JPEG files:
 * ``196x4``: 196 patients of 4 patches, and ``1x784``: one patient of the same 784 patches;
 * ``bcnb``: a BCNB-shaped cohort: 1,058 patients whose patch counts are drawn from a lognormal fitted
   to BCNB (median 36, mean 72: mu = ln 36, sigma = sqrt(2 ln 2)), the largest set to BCNB's 2,915;
-  ``--patients N`` (``--quick``: 120) keeps a random N of them, the same distribution per patient;
+  ``--patients N`` (``--quick``: 40) keeps a random N of them, the same distribution per patient;
   and ``bcnb_one``: one patient holding all of that cohort's patches.
 
 Encoder: on the CPU, ``resnet18`` (random weights: speed does not depend on the values) at a reduced
@@ -170,8 +170,8 @@ def _interleaved(a: Path, b: Path, args: argparse.Namespace, *, forward_batches:
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="120 BCNB-shaped patients, 2 repeats")
-    parser.add_argument("--patients", type=int, default=None, help="BCNB-shaped patients (default 1058, quick 120)")
+    parser.add_argument("--quick", action="store_true", help="40 BCNB-shaped patients, 2 repeats")
+    parser.add_argument("--patients", type=int, default=None, help="BCNB-shaped patients (default 1058, quick 40)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--encoder", default=None, help="default: resnet18 at --input-px on the CPU, vgg16_bn on a GPU")
     parser.add_argument("--mode", default=None, help="default: the encoder's (flatten for vgg16_bn on a GPU)")
@@ -194,7 +194,7 @@ def main() -> int:
         args.mode = args.mode or ("flatten" if gpu else None)
     args.batch_size = args.batch_size or (256 if gpu else 32)
     args.repeats = args.repeats or 2
-    patients = args.patients or (120 if args.quick else BCNB_PATIENTS)
+    patients = args.patients or (40 if args.quick else BCNB_PATIENTS)
     counts = bcnb_counts(patients)
     machine = f"{os.cpu_count()} CPU cores" if not gpu else __import__("torch").cuda.get_device_name(0)
     print(f"bench_cohort: encoder {args.encoder} (mode {args.mode or 'default'}, random weights), device "
