@@ -59,3 +59,28 @@ def test_chunks_cover_the_cohort_balanced_and_results_add_up(tmp_path):
              ExtractResult(cache_dir=tmp_path, n_ok=1, n_skipped=3, n_patches=2, read_seconds=0.5)]
     total = merge_results(parts, 4.0)
     assert (total.n_ok, total.n_skipped, total.n_patches, total.read_seconds, total.seconds) == (3, 3, 9, 1.5, 4.0)
+
+
+def test_a_worker_loads_the_cache_once_for_all_its_runs(tmp_path, monkeypatch):
+    """What a Ray worker process runs per task (``train_task``), twice in one process: one cache load."""
+    import balnmp_cache.cache as cache_module
+    from balnmp_cache.config import load_config
+    from balnmp_cache.engines import ray_ablate
+    from balnmp_cache.runs import is_finished
+    from balnmp_cache.train.ablate import AblationGrid, expand_grid
+    from tests.engines.test_slurm import SMALL_GRID
+    from tests.support.synthetic import make_study
+
+    study = make_study(tmp_path / "study", n_patients=24, dim=8, n_patches=[6] * 24, seed=1)
+    (tmp_path / "grid.toml").write_text(
+        SMALL_GRID.format(out=tmp_path / "abl", cache=study.cache_dir, cohort=study.cohort_csv))
+    loads = []
+    real = cache_module.load_cache
+    monkeypatch.setattr(cache_module, "load_cache", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(ray_ablate, "_TRAIN", None)  # a fresh worker process
+    monkeypatch.chdir(tmp_path)
+    runs = expand_grid(load_config(AblationGrid, tmp_path / "grid.toml"))[:2]
+    for run in runs:
+        assert ray_ablate.train_task(str(tmp_path), run) == run.name
+    assert all(is_finished(run.config.out) for run in runs)
+    assert len(loads) == 1
