@@ -230,7 +230,7 @@ STAGES = (
     Stage(
         "extract",
         "Stage 1: tile slides and cache one embedding per patch (HDF5 or Zarr).",
-        FieldParameters(ExtractConfig, arguments=("sources",)),
+        FieldParameters(ExtractConfig, arguments=("sources",), exclude=("encoder_kwargs",)),
         run="balnmp_cache.extract:run_extract",
         summary="extract_summary",
         engines=True,

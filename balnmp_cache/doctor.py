@@ -8,7 +8,10 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from balnmp_cache.encoders import WeightsAvailability
 
 __all__ = ["Check", "run_checks"]
 
@@ -43,7 +46,10 @@ _PACKAGES: tuple[tuple[str, str, bool, str], ...] = (
     ("numpy", "numpy", True, "pip install numpy"),
     ("scikit-learn", "sklearn", True, "pip install scikit-learn"),
     ("imagecodecs", "imagecodecs", False, "pip install imagecodecs (JPEG2000/WebP tiles through tiffslide)"),
-    ("timm", "timm", False, "optional: pip install 'balnmp-cache[timm]' for timm:<model> encoders"),
+    ("timm", "timm", False, "pip install 'timm>=1.0.31' (make install does it) for foundation-model and timm encoders"),
+    ("huggingface_hub", "huggingface_hub", False, "pip install 'huggingface_hub>=1.0' (reads the local hub cache)"),
+    ("safetensors", "safetensors", False, "pip install safetensors (the hub's weight files)"),
+    ("transformers", "transformers", False, "pip install 'transformers>=5.0' for phikon_v2"),
 )
 
 
@@ -97,19 +103,48 @@ def _reader_checks() -> list[Check]:
     return checks
 
 
+def _hub_cache_check() -> Check:
+    """Where hub weights are looked for (the foundation models', ``timm:``, ``hf-hub:``); nothing is downloaded."""
+    import os
+
+    from balnmp_cache.encoders.hub import hub_cache_dir
+
+    where = hub_cache_dir()
+    source = next((f"${key}" for key in ("HF_HUB_CACHE", "HF_HOME") if os.environ.get(key)), "default")
+    detail = f"{where} ({source}; {'exists' if where.is_dir() else 'does not exist'}); weights are read, never fetched"
+    fix = "" if where.is_dir() else "set HF_HOME or HF_HUB_CACHE to the copied cache (docs/encoders.md)"
+    return Check("Hugging Face cache", "ok" if where.is_dir() else "warn", detail, fix)
+
+
+def _weights_check(name: str, found: WeightsAvailability | None, source: str) -> Check:
+    """One registered encoder: whether its published weights are on this machine, and where it looks."""
+    label = f"weights: {name}"
+    if found is None:
+        return Check(label, "warn", f"unknown ({source})", "--weights random works without any file")
+    if found.available:
+        return Check(label, "ok", f"available offline ({found.detail})")
+    if found.fix:  # hub weights: the files looked for (under the cache of the row above), then how to get them
+        from balnmp_cache.encoders.hub import hub_cache_dir
+
+        looked = found.detail.replace(f"{hub_cache_dir()}/", "<cache>/")
+        return Check(label, "warn", f"not in the Hugging Face cache: {looked}", found.fix)
+    return Check(label, "warn", "not available offline", found.detail)  # detail: a URL and a path, or a command
+
+
 def _weights_checks() -> list[Check]:
     try:
-        from balnmp_cache.encoders import weights_status
+        from balnmp_cache.encoders import get_spec, weights_availability, weights_status
     except ImportError as err:
         return [Check("encoder weights", "missing", str(err), "make install", required=True)]
-    checks = []
-    for name, state in weights_status().items():
-        if state.startswith("available"):
-            checks.append(Check(f"weights: {name}", "ok", state))
-        elif state.startswith("missing: "):  # the rest says how to provide them: a URL and a path, or a command
-            checks.append(Check(f"weights: {name}", "warn", "not available offline", state.removeprefix("missing: ")))
-        else:
-            checks.append(Check(f"weights: {name}", "warn", state, "--weights random works without any file"))
+    checks = [_hub_cache_check()]
+    for name, found in weights_availability().items():
+        checks.append(_weights_check(name, found, get_spec(name).weights_source))
+    hub = "timm:* / hf-hub:*"
+    state = weights_status()[hub]
+    if state.startswith("missing: "):
+        checks.append(Check(f"weights: {hub}", "missing", "timm is not installed", state.removeprefix("missing: ")))
+    else:
+        checks.append(Check(f"weights: {hub}", "ok", state.removeprefix("available ")))
     return checks
 
 

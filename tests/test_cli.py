@@ -103,10 +103,12 @@ def test_doctor_reports_readers_weights_and_fixes():
     heads = _package_heads()  # the valid values of train --head, as a fresh process registers them
     assert heads and all(name in entries["MIL heads"] for name in heads)
     if entries["timm"].startswith("missing"):
-        assert "balnmp-cache[timm]" in entries["timm"]  # install hints survive rendering
+        assert "timm>=1.0.31" in entries["timm"]  # install hints survive rendering
     for name, entry in entries.items():
-        if name.startswith("weights: ") and entry.startswith("warn") and "https://" in entry:
+        if name.startswith("weights: ") and entry.startswith("warn") and "https://download.pytorch.org" in entry:
             assert "fix: download https://" in entry and ".pth to " in entry  # the URL and the path, whole
+        elif name.startswith("weights: ") and entry.startswith("warn"):  # hub weights: the files, then the licence
+            assert "<cache>/models--" in entry and "fix: " in entry and "hf download " in entry
 
 
 def test_doctor_at_80_columns_keeps_every_url_and_path_whole():
@@ -151,7 +153,7 @@ ENGINE_FLAGS = {
     "--slurm-folder", "--slurm-partition", "--slurm-time", "--slurm-mem-gb", "--slurm-parallelism",
 }  # fmt: skip
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix", "--decode", "--shard", *ENGINE_FLAGS},
+    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision", "--decode", "--shard", *ENGINE_FLAGS},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",

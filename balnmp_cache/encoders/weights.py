@@ -7,7 +7,8 @@
   happens on the CPU (it always does here; models move to the device afterwards).
 * :func:`state_dict_sha256` is a canonical digest of tensors (names, dtypes, shapes, bytes), used for
   ImageNet and random weights; :func:`file_sha256` digests a checkpoint file as given.
-* :func:`load_checkpoint` reads a local checkpoint into a module strictly, after unwrapping
+* :func:`load_checkpoint` reads a local checkpoint (a torch file or ``.safetensors``) into a module
+  strictly, after unwrapping
   ``{"state_dict": ...}`` / ``{"model": ...}``, stripping ``module.`` / ``_orig_mod.`` prefixes and
   letting the module translate foreign layouts through an optional ``adapt_state_dict`` method.
 """
@@ -74,7 +75,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     raise EncoderError(
         f"checkpoint {path} holds no state dict: expected a mapping of parameter names to tensors, or one "
         f"under the key 'state_dict' or 'model'; pass --weights with a state-dict checkpoint, "
-        "--weights imagenet or --weights random"
+        "--weights pretrained or --weights random"
     )
 
 
@@ -99,14 +100,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise EncoderError(
             f"weights file {path} does not exist; pass --weights with an existing checkpoint, "
-            "--weights imagenet or --weights random"
+            "--weights pretrained or --weights random"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or non-torch files
+        if path.suffix == ".safetensors":  # the Hugging Face hub's format: tensors only, no pickle
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise several types for corrupt or foreign files
         raise EncoderError(
-            f"cannot read weights file {path} as a torch checkpoint ({type(err).__name__}: {err}); "
-            "pass --weights with a state-dict checkpoint saved by torch.save, --weights imagenet or --weights random"
+            f"cannot read weights file {path} as a torch or safetensors checkpoint ({type(err).__name__}: {err}); "
+            "pass --weights with a state dict saved by torch.save or safetensors, --weights pretrained or "
+            "--weights random"
         ) from err
     return _strip_prefixes(_unwrap(obj, path))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,11 +23,27 @@ class ExtractConfig(StageConfig):
         Path("out/cache"), description="cache root; the cache is written to <out>/<encoder>-<mode>-<key>/"
     )
     encoder: str = Field("efficientnet_lite0", description="encoder name (balnmp-cache doctor lists them)")
-    mode: Literal["avg", "max", "flatten"] | None = Field(None, description="feature mode; default: the encoder's")
-    weights: str = Field("imagenet", description="'imagenet', 'random' (seeded) or a checkpoint path")
+    mode: Literal["avg", "max", "flatten", "cls", "mean_tokens", "cls+mean"] | None = Field(
+        None, description="pooling: avg|max|flatten for CNNs, cls|mean_tokens|cls+mean for ViTs; default: the encoder's"
+    )
+    weights: str = Field(
+        "pretrained",
+        description="'pretrained' (the encoder's published weights, from local caches only; 'imagenet' is a "
+        "synonym), 'random' (seeded) or a checkpoint path",
+    )
+    encoder_revision: str | None = Field(
+        None, description="Hugging Face revision (ref or commit) of a hub encoder's snapshot in the local cache"
+    )
+    encoder_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="model keyword arguments (a TOML table, no flag), e.g. {pretrained_cfg_overlay = {crop_pct = 1.0}}",
+    )
     seed: int = Field(0, description="seed of random weights")
     patch_px: int = Field(256, ge=16, le=4096, description="patch side in pixels at the read resolution")
-    target_mpp: float | None = Field(None, gt=0, description="read at this µm/px instead of native resolution")
+    target_mpp: float | None = Field(
+        None, gt=0, description="read at this µm/px; default: the encoder's training µm/px (0.5 for the foundation "
+        "models), native resolution for the CNNs"
+    )
     magnification: float | None = Field(None, gt=0, description="read at this objective power instead of native")
     slide_mpp: float | None = Field(None, gt=0, description="µm/px of slides whose files carry none")
     format: Literal["hdf5", "zarr"] = Field("hdf5", description="feature-store format")
@@ -94,6 +110,18 @@ class ExtractConfig(StageConfig):
                 "(it becomes part of file names); e.g. --slide-id-prefix colB-"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_resolution(cls, data: Any) -> Any:
+        """No target given: read at the encoder's training resolution (``EncoderSpec.mpp``; CNNs: native)."""
+        if isinstance(data, dict) and data.get("target_mpp") is None and data.get("magnification") is None:
+            from balnmp_cache.encoders import registered_mpp  # no torch: only the registry's specs
+
+            mpp = registered_mpp(str(data.get("encoder", cls.model_fields["encoder"].default)))
+            if mpp is not None:
+                data = {**data, "target_mpp": mpp}
+        return data
 
     @model_validator(mode="after")
     def _one_target(self) -> ExtractConfig:

@@ -98,7 +98,8 @@ class BatchEncoder:
 
         device = resolve_device(config.device)
         encoder = create_encoder(
-            config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device
+            config.encoder, mode=config.mode, weights=config.weights, seed=config.seed, device=device,
+            revision=config.encoder_revision, kwargs=config.encoder_kwargs,
         )
         precision = config.precision
         if precision == "auto":

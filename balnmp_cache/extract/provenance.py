@@ -82,6 +82,7 @@ PROVENANCE: dict[str, Item] = {
     "weights": _attrs_only("imagenet, random or a checkpoint path; the digest is in encoder_identifier"),
     "weights_sha256": _attrs_only("full weights digest; its prefix is in encoder_identifier"),
     "random_weights": _attrs_only("whether the weights are seeded random ones; in encoder_identifier"),
+    "encoder_mpp": _attrs_only("the encoder's training µm/px (only when it declares one); target_mpp is in the key"),
 }
 """Every provenance item an extract run records, and where it goes."""
 
@@ -139,6 +140,8 @@ def extract_provenance(
         "min_tissue": config.min_tissue,
         **patch_filter.provenance(),
     }
+    if encoder.spec.mpp is not None:
+        values["encoder_mpp"] = float(encoder.spec.mpp)
     if config.target_mpp is not None or config.magnification is not None:
         values["slide_mpp"] = config.slide_mpp  # an override changes the grid only when resampling
     if decode != "cpu":

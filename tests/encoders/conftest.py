@@ -26,3 +26,11 @@ def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     hub = tmp_path / "torch_hub"
     monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
     return hub
+
+
+@pytest.fixture()
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face hub cache (HF_HUB_CACHE), HF_HUB_OFFLINE=1, and no network for the test."""
+    from tests.encoders.hubcache import isolate_hub
+
+    return isolate_hub(tmp_path, monkeypatch)

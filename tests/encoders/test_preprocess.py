@@ -70,3 +70,40 @@ def test_numpy_and_torch_inputs_agree_and_bad_inputs_are_rejected(encoder, patch
         encoder.preprocess(patches.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(B, h, w, 3\)"):
         encoder.preprocess(patches[0])
+
+
+@pytest.mark.parametrize(("interpolation", "crop_pct"), [("bicubic", 1.0), ("bicubic", 0.875), ("bilinear", 0.875)])
+def test_bicubic_and_centre_crop_match_timms_eval_transform(interpolation, crop_pct):
+    from timm.data import create_transform
+
+    from balnmp_cache.encoders.pooling import preprocess_patches
+
+    rgb = np.ascontiguousarray(skimage.data.immunohistochemistry()[:256, :256])
+    mean, std = (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)
+    timm_eval = create_transform(input_size=224, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std)
+    expected = timm_eval(Image.fromarray(rgb))
+    got = preprocess_patches(rgb[None], input_px=224, mean=mean, std=std, interpolation=interpolation,
+                             crop_pct=crop_pct)[0]
+    diff = (got - expected).abs()
+    # Measured: at most two grey levels (bicubic; one for bilinear), in under 1 % of values (torch's uint8
+    # kernels vs PIL's).
+    assert float(diff.max()) <= (2 if interpolation == "bicubic" else 1) / 255 / min(std) + 1e-4
+    assert float((diff > 1e-4).float().mean()) < 0.01
+
+
+def test_vit_pooling_matches_timms_own_heads():
+    import timm
+
+    from balnmp_cache.encoders.pooling import PooledEncoder
+    from balnmp_cache.encoders.timm_hook import wrap_timm
+
+    x = torch.randn(2, 3, 224, 224)
+    args = dict(pretrained=False, num_classes=0, depth=2, embed_dim=64, num_heads=2, reg_tokens=3)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(0)
+        token = timm.create_model("vit_tiny_patch16_224", global_pool="token", **args).eval()
+        torch.manual_seed(0)
+        avg = timm.create_model("vit_tiny_patch16_224", global_pool="avg", **args).eval()  # fc_norm after the pool
+        torch.testing.assert_close(PooledEncoder(wrap_timm(token), "cls")(x), token(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(PooledEncoder(wrap_timm(avg), "mean_tokens")(x), avg(x), rtol=0, atol=1e-6)
+        assert not torch.allclose(PooledEncoder(wrap_timm(token), "mean_tokens")(x), token(x))

