@@ -121,12 +121,12 @@ def test_bad_slides_fail_alone_with_a_reason(small_cohort, tmp_path):
     (bad / "notaslide.svs").write_text("this is not a slide")
     outside = bad / "outside.jpg"
     shutil.copy(wsis / "2.jpg", outside)
-    far_away = [[-900, -900], [-500, -900], [-500, -500]]
-    (bad / "outside.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": far_away}], "negative": []}))
+    corners = [[-900, -900], [-500, -900], [-500, -500]]
+    (bad / "outside.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": corners}], "negative": []}))
     tiny = bad / "tiny.jpg"
     shutil.copy(wsis / "2.jpg", tiny)
-    small = [[10, 10], [40, 10], [40, 40]]
-    (bad / "tiny.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": small}], "negative": []}))
+    corners = [[10, 10], [40, 10], [40, 40]]
+    (bad / "tiny.json").write_text(json.dumps({"positive": [{"name": "A", "vertices": corners}], "negative": []}))
     manifest = tmp_path / "slides.csv"
     with manifest.open("w", newline="") as fh:
         writer = csv.writer(fh)
