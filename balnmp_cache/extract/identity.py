@@ -50,7 +50,7 @@ class EncoderIdentity:
     """Everything of a built encoder that goes into the provenance (see ``provenance.py``).
 
     Attributes: as :class:`~balnmp_cache.encoders.Encoder` (``name`` ... ``random_weights``, the
-    spec's ``input_px``, ``mean`` and ``std``), plus the resolved ``device`` and ``precision``.
+    spec's ``input_px``, ``mean``, ``std`` and ``mpp``), plus the resolved ``device`` and ``precision``.
     """
 
     name: str
@@ -65,6 +65,7 @@ class EncoderIdentity:
     feature_dim: int
     device: str
     precision: str
+    mpp: float | None = None  # the spec's training resolution, when it has one
 
     @classmethod
     def of(cls, encoder: Any, *, device: str, precision: str) -> EncoderIdentity:
@@ -75,7 +76,7 @@ class EncoderIdentity:
             weights_sha256=encoder.weights_sha256, random_weights=bool(encoder.random_weights),
             input_px=int(spec.input_px), mean=tuple(float(v) for v in spec.mean),  # type: ignore[arg-type]
             std=tuple(float(v) for v in spec.std), feature_dim=int(encoder.feature_dim),  # type: ignore[arg-type]
-            device=device, precision=precision,
+            device=device, precision=precision, mpp=None if spec.mpp is None else float(spec.mpp),
         )
 
     @classmethod

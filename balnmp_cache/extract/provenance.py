@@ -140,8 +140,8 @@ def extract_provenance(
         "min_tissue": config.min_tissue,
         **patch_filter.provenance(),
     }
-    if encoder.spec.mpp is not None:
-        values["encoder_mpp"] = float(encoder.spec.mpp)
+    if encoder.mpp is not None:
+        values["encoder_mpp"] = float(encoder.mpp)
     if config.target_mpp is not None or config.magnification is not None:
         values["slide_mpp"] = config.slide_mpp  # an override changes the grid only when resampling
     if decode != "cpu":
