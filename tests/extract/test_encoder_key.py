@@ -13,7 +13,7 @@ import pytest
 
 from balnmp_cache.cache.naming import cache_key
 from balnmp_cache.extract import ExtractConfig
-from balnmp_cache.extract.encode import BatchEncoder
+from balnmp_cache.extract.encode import BatchEncoder, resolve_decode
 from balnmp_cache.extract.filters import patch_filter_for
 from balnmp_cache.extract.provenance import extract_provenance
 
@@ -21,20 +21,23 @@ from balnmp_cache.extract.provenance import extract_provenance
 def _key(encoder: str, **overrides) -> tuple[str, str]:
     """(cache key, encoder identifier) of extracting with ``encoder`` on the CPU in fp32."""
     cfg = ExtractConfig(sources=[Path("slides")], encoder=encoder, device="cpu", precision="fp32", **overrides)
-    runner = BatchEncoder.build(cfg)
-    provenance = extract_provenance(cfg, runner, patch_filter_for(cfg))
-    return cache_key(provenance.key_params()), runner.encoder.identifier
+    identity = BatchEncoder.build(cfg).identity
+    decode = resolve_decode(cfg, identity.device)
+    provenance = extract_provenance(cfg, identity, patch_filter_for(cfg), decode=decode)
+    return cache_key(provenance.key_params()), identity.identifier
 
 
 # encoder, overrides -> (key, identifier) as produced before token pooling, hub models and per-encoder resolution
 BEFORE = [
     ("efficientnet_lite0", {}, ("29b34aa4d9d7", "efficientnet_lite0:avg:imagenet:sha256=5ad152ffe670")),
-    ("efficientnet_lite0", {"weights": "imagenet"}, ("29b34aa4d9d7", "efficientnet_lite0:avg:imagenet:sha256=5ad152ffe670")),
+    ("efficientnet_lite0", {"weights": "imagenet"},
+     ("29b34aa4d9d7", "efficientnet_lite0:avg:imagenet:sha256=5ad152ffe670")),
     ("efficientnet_lite0", {"mode": "max"}, ("a71a139f8d90", "efficientnet_lite0:max:imagenet:sha256=5ad152ffe670")),
     # random weights: the digest of torch's seeded initialisation (torch is pinned)
     ("resnet18", {"weights": "random"}, ("18f7c5477306", "resnet18:avg:random:sha256=aa94b69973ef")),
     ("resnet50", {"weights": "random"}, ("072b74c6d04a", "resnet50:avg:random:sha256=2b505d9f782f")),
-    ("vgg16_bn", {"weights": "random", "mode": "flatten"}, ("06c5fda67f3f", "vgg16_bn:flatten:random:sha256=dc48057e0943")),
+    ("vgg16_bn", {"weights": "random", "mode": "flatten"},
+     ("06c5fda67f3f", "vgg16_bn:flatten:random:sha256=dc48057e0943")),
     ("alexnet", {"weights": "random"}, ("a6fd8ba6468d", "alexnet:flatten:random:sha256=635fed76fce9")),
     ("densenet121", {"weights": "random"}, ("9056a0d5bb00", "densenet121:avg:random:sha256=f1866a9ab7a9")),
     pytest.param("inception_v3", {"weights": "random"}, ("163b40b040ce", "inception_v3:avg:random:sha256=0bb0f7efbcae"),
