@@ -24,6 +24,7 @@ import typer
 
 from balnmp_cache import __version__
 from balnmp_cache._cli_options import FieldParameters, given_values
+from balnmp_cache.engines.options import EngineOptions
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.heatmap.config import HeatmapConfig
 from balnmp_cache.nuclei.config import NucleiConfig
@@ -145,6 +146,7 @@ class Stage:
         log_dir: the attribute of the configuration naming the output folder.
         log_beside: log to ``<folder>.log`` beside the output folder instead of ``<folder>/<name>.log``
             inside it (train and report build their folder aside and swap it in whole).
+        engines: the command takes ``--engine`` and its flags (:mod:`balnmp_cache.engines`).
     """
 
     name: str
@@ -156,6 +158,7 @@ class Stage:
     config_argument: tuple[str, str] | None = None
     log_dir: str = "out"
     log_beside: bool = False
+    engines: bool = False
 
     def log_file(self, cfg: Any) -> Path:
         """The log file of one run of the command with the configuration ``cfg``."""
@@ -176,21 +179,31 @@ class Stage:
             name, help_text = self.config_argument
             params.append(inspect.Parameter(name, keyword, annotation=Annotated[Path, typer.Argument(help=help_text)]))
         params += self.fields.parameters()
+        if self.engines:
+            params += _ENGINE_FIELDS.parameters()
         if self.config_option:
             option = typer.Option("--config", "-c", help=_CONFIG_HELP)
             params.append(inspect.Parameter("config", keyword, default=None, annotation=Annotated[Path | None, option]))
         params.append(inspect.Parameter("verbose", keyword, default=False, annotation=VerboseOpt))
         return params
 
-    def execute(self, config: Path | None, overrides: dict[str, Any]) -> int:
-        """Load the configuration, run the stage with a log file and a progress bar, print the summary."""
+    def execute(self, config: Path | None, overrides: dict[str, Any], engine: dict[str, Any] | None = None) -> int:
+        """Load the configuration, run the stage (on ``engine``) with a log file and a progress bar, print
+        the summary."""
+        import functools
+
         from balnmp_cache import _cli_support as ui
         from balnmp_cache import _cli_tables as tables
         from balnmp_cache.config import load_config
+        from balnmp_cache.engines import engine_runner
 
         cfg = load_config(self.fields.model, config, overrides)
         module, function = self.run.split(":")
         run = getattr(importlib.import_module(module), function)
+        options = load_config(EngineOptions, None, engine) if engine is not None else None
+        on_engine = engine_runner(self.name, options) if options is not None else None
+        if on_engine is not None:
+            run = functools.partial(on_engine, options=options)
         with ui.log_to_file(self.log_file(cfg)), ui.RichProgress() as progress:
             result = run(cfg, progress=progress)
         ui.stdout.print(getattr(tables, self.summary)(result))
@@ -201,13 +214,17 @@ def _add_stage(stage: Stage) -> None:
     def command(ctx: typer.Context, **values: Any) -> None:
         config_name = stage.config_argument[0] if stage.config_argument else "config"
         config, verbose = values.pop(config_name, None), values.pop("verbose")
+        engine_values = {name: values.pop(name) for name in _ENGINE_FIELDS.names() if name in values}
         overrides = given_values(ctx, values)
-        _run(lambda: stage.execute(config, overrides), verbose=verbose)
+        engine_given = given_values(ctx, engine_values) if stage.engines else None
+        _run(lambda: stage.execute(config, overrides, engine_given), verbose=verbose)
 
     command.__signature__ = inspect.Signature(stage.parameters())  # type: ignore[attr-defined]
     command.__doc__ = stage.doc
     app.command(stage.name)(command)
 
+
+_ENGINE_FIELDS = FieldParameters(EngineOptions)
 
 STAGES = (
     Stage(
@@ -216,6 +233,7 @@ STAGES = (
         FieldParameters(ExtractConfig, arguments=("sources",), exclude=("encoder_kwargs",)),
         run="balnmp_cache.extract:run_extract",
         summary="extract_summary",
+        engines=True,
     ),
     Stage(
         "nuclei",
@@ -244,6 +262,7 @@ STAGES = (
         summary="ablation_summary",
         config_option=False,
         config_argument=("grid", "ablation grid (TOML), e.g. stages/ablations/demo.toml"),
+        engines=True,
     ),
     Stage(
         "report",

@@ -148,8 +148,12 @@ TODAY = {
     "heatmap": {"run_dir", "slides", "--cache", "--out", "--config", "-c", "--verbose", "-v"},
 }
 # ... and the ones that every remaining field brought with it.
+ENGINE_FLAGS = {
+    "--engine", "--address", "--workers", "--cpus-per-worker", "--num-gpus-per-worker", "--chunk-slides", "--retries",
+    "--slurm-folder", "--slurm-partition", "--slurm-time", "--slurm-mem-gb", "--slurm-parallelism",
+}  # fmt: skip
 ADDED = {
-    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision", "--decode", "--shard"},
+    "extract": {"--no-force", "--slide-id-prefix", "--encoder-revision", "--decode", "--shard", *ENGINE_FLAGS},
     "train": {
         "--clinical-extra", "--batch-bags", "--patience", "--optimizer", "--lr", "--weight-decay", "--momentum", "--t0",
         "--t-mult", "--class-weights", "--no-class-weights", "--merge", "--folds", "--fold", "--splits-file",
@@ -160,7 +164,7 @@ ADDED = {
         "--nuclei", "--heatmaps", "--bootstrap", "--bootstrap-seed", "--calibration-bins", "--patients-table-runs",
     },
     "predict": set(),
-    "ablate": set(),
+    "ablate": set(ENGINE_FLAGS),
     "nuclei": set(),
     "heatmap": {
         "--cohort", "--slide-dirs", "--score", "--norm", "--contribution-norm", "--center", "--cmap",

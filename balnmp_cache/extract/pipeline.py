@@ -45,6 +45,7 @@ from balnmp_cache.extract.stream import PatchStream, SlideSkipped
 from balnmp_cache.extract.timings import StageTimes
 from balnmp_cache.extract.writer import SlideWriter, Written
 from balnmp_cache.progress import ProgressCallback, emit
+from balnmp_cache.slides import SlideJob
 
 __all__ = ["EXTRACTION_VERSION", "ExtractResult", "run_extract"]
 
@@ -205,8 +206,18 @@ def _result(session: Session, setup_seconds: float) -> ExtractResult:
     )
 
 
-def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = None) -> ExtractResult:
+def run_extract(
+    config: ExtractConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    jobs: list[SlideJob] | None = None,
+    encoder: BatchEncoder | None = None,
+) -> ExtractResult:
     """Extract every slide of ``config.sources`` (of its shard) into the cache; see the module docstring.
+
+    ``jobs`` (slides already resolved from ``config``) and ``encoder`` (built for ``config``) let a
+    long-lived worker of :mod:`balnmp_cache.engines` extract one chunk of a cohort after another
+    without resolving the sources or building the encoder again.
 
     A slide whose id another source's complete file holds is a ``failed`` row of the result (and
     the exit code), not of ``manifest.csv``: the manifest describes the files, and that file is
@@ -219,9 +230,9 @@ def run_extract(config: ExtractConfig, *, progress: ProgressCallback | None = No
             folder gone): the run stops; finished slides are kept and a re-run resumes.
     """
     t_start = time.perf_counter()
-    jobs = resolve_jobs(config)
+    jobs = resolve_jobs(config) if jobs is None else jobs
     patch_filter = patch_filter_for(config)
-    session, runner, setup_seconds = open_session(config, jobs, patch_filter)
+    session, runner, setup_seconds = open_session(config, jobs, patch_filter, encoder=encoder)
     cache = session.cache
     log.info("extracting %d slide(s) into %s with %s on %s (%d already complete)", len(jobs), cache.directory,
              session.identity.identifier, session.identity.device, len(session.plan.complete))

@@ -154,10 +154,13 @@ def _exists(config: ExtractConfig, identity: EncoderIdentity, patch_filter: Patc
 
 
 def open_session(
-    config: ExtractConfig, jobs: list[SlideJob], patch_filter: PatchFilter
+    config: ExtractConfig, jobs: list[SlideJob], patch_filter: PatchFilter, *, encoder: BatchEncoder | None = None
 ) -> tuple[Session, BatchEncoder | None, float]:
     """The opened run, the built encoder (``None`` when nothing is left to do and it was not needed) and
-    the seconds spent learning the encoder's identity (see the module docstring)."""
+    the seconds spent learning the encoder's identity (see the module docstring). An ``encoder`` built
+    earlier for ``config`` (a long-lived worker's) is used as it is, and its identity with it."""
+    if encoder is not None:
+        return _open(config, encoder.identity, patch_filter, jobs), encoder, 0.0
     t0 = time.perf_counter()
     identity = known_identity(config)
     runner = None

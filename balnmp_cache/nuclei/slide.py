@@ -1,8 +1,9 @@
 """One slide through the segmenter: its batches from the reader thread, segmented, measured, written.
 
-:class:`SlideNuclei` is called once per claimed slide, in the order the slides were submitted to the
-stream. It never raises for a bad slide: a read, segmentation or write failure is a ``failed`` manifest
-row, a slide without an analysed patch an ``empty`` one.
+:class:`SlideNuclei` is called with the first item of each slide the reader thread claimed, and takes
+the slide's items up to its end (:class:`SlideDone` or :class:`SlideFailed`, which hands on its lock).
+It never raises for a bad slide: a read, segmentation or write failure is a ``failed`` manifest row, a
+slide without an analysed patch an ``empty`` one.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from balnmp_cache.cache import ManifestRow
 from balnmp_cache.errors import BalnmpError
 from balnmp_cache.extract.filters import PatchFilter
 from balnmp_cache.extract.fingerprint import source_fingerprint
+from balnmp_cache.extract.precut import Batch
+from balnmp_cache.extract.stream import PatchStream, SlideDone, SlideFailed, SlideInfo
 from balnmp_cache.nuclei.measure import measure_batch, unit_names
 from balnmp_cache.nuclei.segmenters import Segmenter
-from balnmp_cache.nuclei.stream import PatchStream, SlideDone, SlideFailed, SlideInfo
 from balnmp_cache.nuclei.tables import TableDir
 from balnmp_cache.slides import SlideJob
 
 if TYPE_CHECKING:
     from balnmp_cache.nuclei.config import NucleiConfig
 
-__all__ = ["SlideNuclei"]
+__all__ = ["SlideNuclei", "SlideOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,19 @@ class _Collected:
     physical: bool | None = None
     failure: str | None = None
     info: SlideInfo | None = None
+    lock: Any = None
     compute_seconds: float = 0.0
+
+
+@dataclass
+class SlideOutcome:
+    """A processed slide: its manifest row, nuclei written, seconds segmenting and measuring, and its
+    lock (held: the caller releases it once the row is recorded)."""
+
+    row: ManifestRow
+    n_nuclei: int
+    compute_seconds: float
+    lock: Any
 
 
 def _first_line(err: BaseException) -> str:
@@ -60,10 +74,16 @@ class SlideNuclei:
     config: NucleiConfig
     patch_filter: PatchFilter
 
-    def __call__(self, job: SlideJob) -> tuple[ManifestRow, int, float]:
-        """(manifest row, nuclei written, seconds segmenting and measuring) of ``job``."""
+    def __call__(self, first: Batch | SlideDone | SlideFailed) -> SlideOutcome:
+        """Segment, measure and write the slide whose first item from the stream is ``first``."""
         started = time.perf_counter()
-        collected = self._collect(job)
+        job = first.job
+        collected = self._collect(first)
+        row, n_nuclei, compute_seconds = self._outcome(job, collected, started)
+        return SlideOutcome(row, n_nuclei, compute_seconds, collected.lock)
+
+    def _outcome(self, job: SlideJob, collected: _Collected, started: float) -> tuple[ManifestRow, int, float]:
+        """(row, nuclei written, seconds segmenting and measuring) of the collected slide."""
         base: dict[str, Any] = {"slide_id": job.slide_id, "patient_id": job.patient_id, "source": str(job.path)}
         seconds = time.perf_counter() - started
         if collected.failure is not None or collected.info is None:
@@ -81,44 +101,51 @@ class SlideNuclei:
         row = ManifestRow(**base, status="ok", n_patches=collected.n_patches, seconds=seconds)
         return row, n_nuclei, collected.compute_seconds
 
-    def _collect(self, job: SlideJob) -> _Collected:
-        from balnmp_cache.nuclei.stage import InfoBatch, level0_centroids, px_um_of
-
+    def _collect(self, item: Batch | SlideDone | SlideFailed) -> _Collected:
         collected = _Collected()
+        job = item.job
         while True:
-            item = self.stream.get()
-            if item.job.slide_id != job.slide_id:
-                raise RuntimeError(f"reader thread out of order: expected {job.slide_id}, got {item.job.slide_id}")
             if isinstance(item, SlideFailed):
-                collected.failure = item.reason
+                collected.failure, collected.lock = item.reason, item.lock
                 return collected
             if isinstance(item, SlideDone):
-                collected.info = item.info
+                collected.info, collected.lock = item.info, item.lock
                 return collected
-            if not len(item.patches) or collected.failure is not None or not isinstance(item, InfoBatch):
-                continue
-            px_um, physical = px_um_of(item.info, self.config.fallback_mpp)
-            t0 = time.perf_counter()
-            try:
-                labels = self.segmenter.segment(item.patches, px_um=px_um)
-                measured = measure_batch(item.patches, labels, px_um=px_um if physical else None,
-                                         min_patch_nuclei=self.config.min_patch_nuclei)  # fmt: skip
-            except (RuntimeError, ValueError, MemoryError) as err:  # keep draining this slide's items
-                collected.failure = f"segmentation failed: {type(err).__name__}: {_first_line(err)}"
-                continue
-            collected.compute_seconds += time.perf_counter() - t0
-            downsample = float(item.info.attrs.get("downsample", 1.0))
-            nuclei = measured.nuclei
-            local = nuclei.pop("patch")
-            xy = level0_centroids(item.coords[local], nuclei.pop("x_px"), nuclei.pop("y_px"), downsample)
-            keys = np.asarray(item.patch_key, dtype=object)
-            collected.nuclei.append({"x": xy[:, 0], "y": xy[:, 1], "patch": local + collected.n_patches,
-                                     "patch_key": keys[local], "region_id": item.region_id[local], **nuclei})
-            collected.patches.append({"patch_key": list(item.patch_key), "x": item.coords[:, 0].tolist(),
-                                      "y": item.coords[:, 1].tolist(), "region_id": item.region_id.tolist(),
-                                      **{k: v.tolist() for k, v in measured.patches.items()}})  # fmt: skip
-            collected.physical = physical
-            collected.n_patches += len(item.patches)
+            if len(item.patches) and collected.failure is None:
+                self._add(item, collected)
+            following = self.stream.get()
+            if not isinstance(following, Batch | SlideDone | SlideFailed) or following.job is not job:
+                raise RuntimeError(f"reader thread out of order: {job.slide_id} ended without its end item")
+            item = following
+
+    def _add(self, item: Batch, collected: _Collected) -> None:
+        """Segment and measure one batch of the slide into ``collected``."""
+        from balnmp_cache.nuclei.stage import InfoBatch, level0_centroids, px_um_of
+
+        if not isinstance(item, InfoBatch):
+            return
+        px_um, physical = px_um_of(item.info, self.config.fallback_mpp)
+        t0 = time.perf_counter()
+        try:
+            labels = self.segmenter.segment(item.patches, px_um=px_um)
+            measured = measure_batch(item.patches, labels, px_um=px_um if physical else None,
+                                     min_patch_nuclei=self.config.min_patch_nuclei)  # fmt: skip
+        except (RuntimeError, ValueError, MemoryError) as err:  # the slide's items are still drained
+            collected.failure = f"segmentation failed: {type(err).__name__}: {_first_line(err)}"
+            return
+        collected.compute_seconds += time.perf_counter() - t0
+        downsample = float(item.info.attrs.get("downsample", 1.0))
+        nuclei = measured.nuclei
+        local = nuclei.pop("patch")
+        xy = level0_centroids(item.coords[local], nuclei.pop("x_px"), nuclei.pop("y_px"), downsample)
+        keys = np.asarray(item.patch_key, dtype=object)
+        collected.nuclei.append({"x": xy[:, 0], "y": xy[:, 1], "patch": local + collected.n_patches,
+                                 "patch_key": keys[local], "region_id": item.region_id[local], **nuclei})
+        collected.patches.append({"patch_key": list(item.patch_key), "x": item.coords[:, 0].tolist(),
+                                  "y": item.coords[:, 1].tolist(), "region_id": item.region_id.tolist(),
+                                  **{k: v.tolist() for k, v in measured.patches.items()}})  # fmt: skip
+        collected.physical = physical
+        collected.n_patches += len(item.patches)
 
     def _write(self, job: SlideJob, collected: _Collected) -> int:
         import pandas as pd

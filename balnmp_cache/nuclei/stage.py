@@ -2,10 +2,11 @@
 
 The patches are exactly extract's (same sources, tiling, filters, resolution; its reader thread,
 :class:`~balnmp_cache.extract.stream.PatchStream`), so a nucleus's patch key is the key of the same patch
-in a feature cache. Slides are claimed a few ahead by their OS lock in the tables folder
-(:class:`_Claims`; a slide another process holds is left to it, one it finished meanwhile is skipped)
-and segmented while the next patches are read; each slide's table is written atomically and its manifest
-row recorded while it is still held. A complete table of the same key and input is skipped on re-run.
+in a feature cache. The reader thread claims each slide by its OS lock in the tables folder just before
+reading it (:class:`_TableClaimer`; a slide another process holds is left to it, one it finished
+meanwhile is skipped), and slides are segmented while the next patches are read; each slide's table is
+written atomically and its manifest row recorded while it is still held. A complete table of the same
+key and input is skipped on re-run.
 ``--shard I/N`` (0-based) takes one size-balanced part of the slides
 (:func:`~balnmp_cache.shards.select_shard`, weighted by :func:`job_weight`). When every slide has its
 table, the histogram bag cache and ``summaries.csv`` are (re)built (:mod:`balnmp_cache.nuclei.bags`).
@@ -13,11 +14,11 @@ table, the histogram bag cache and ``summaries.csv`` are (re)built (:mod:`balnmp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,13 +29,15 @@ import numpy as np
 from balnmp_cache.cache import ManifestRow
 from balnmp_cache.config import save_resolved
 from balnmp_cache.errors import BalnmpError, ConfigError
+from balnmp_cache.extract.claims import Claim
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.filters import patch_filter_for
 from balnmp_cache.extract.fingerprint import source_fingerprint
+from balnmp_cache.extract.precut import Batch
+from balnmp_cache.extract.stream import PatchStream, SlideInfo, SlideSkipped, StreamError
 from balnmp_cache.nuclei.config import NucleiConfig
 from balnmp_cache.nuclei.segmenters import Segmenter, create_segmenter
-from balnmp_cache.nuclei.slide import SlideNuclei
-from balnmp_cache.nuclei.stream import PatchBatch, PatchStream, SlideInfo
+from balnmp_cache.nuclei.slide import SlideNuclei, SlideOutcome
 from balnmp_cache.nuclei.tables import TableDir
 from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.shards import parse_shard, select_shard
@@ -91,21 +94,21 @@ class _InfoStream(PatchStream):
     The reader fills the info (MPP, downsample) before the first batch; the segmenter needs it per batch.
     """
 
-    def _slide_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[PatchBatch]:
+    def _slide_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[Batch]:
         return _tagged(super()._slide_patches(job, info), info)
 
-    def _precut_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[PatchBatch]:
+    def _precut_patches(self, job: SlideJob, info: SlideInfo) -> Iterator[Batch]:
         return _tagged(super()._precut_patches(job, info), info)
 
 
-@dataclass
-class InfoBatch(PatchBatch):
-    """A :class:`PatchBatch` with the :class:`SlideInfo` of its slide."""
+@dataclass(kw_only=True)
+class InfoBatch(Batch):
+    """A :class:`Batch` with the :class:`SlideInfo` of its slide."""
 
     info: SlideInfo
 
 
-def _tagged(batches: Iterator[PatchBatch], info: SlideInfo) -> Iterator[PatchBatch]:
+def _tagged(batches: Iterator[Batch], info: SlideInfo) -> Iterator[Batch]:
     for batch in batches:
         yield InfoBatch(**vars(batch), info=info)
 
@@ -135,10 +138,6 @@ def _jobs(config: NucleiConfig) -> list[SlideJob]:
     return jobs
 
 
-LOOKAHEAD_SLIDES = 2
-"""Slides claimed and queued on the reader thread ahead of the one being segmented."""
-
-
 def job_weight(job: SlideJob) -> float:
     """A slide's expected cost for ``--shard``: its pre-cut patch files, else the bytes of its file(s)."""
     if job.patch_files:
@@ -152,66 +151,54 @@ def job_weight(job: SlideJob) -> float:
         return 0.0
 
 
-class _Claims:
-    """The slides still to do, claimed by their OS lock a few ahead and queued on the reader thread.
+@dataclass
+class _TableClaimer:
+    """Claims a slide of ``tables`` on the reader thread: its OS lock, then the skip check again."""
 
-    ``pending[0]`` is the slide being segmented; it stays claimed until :meth:`finish`. A slide another
-    process holds is left to it (``n_busy``); one that process completed since the plan is skipped.
-    """
+    tables: TableDir
+    force: bool
 
-    def __init__(self, todo: Iterable[SlideJob], tables: TableDir, stream: PatchStream, *, force: bool,
-                 progress: ProgressCallback | None) -> None:  # fmt: skip
-        self._todo, self._tables, self._stream = iter(todo), tables, stream
-        self._force, self._progress = force, progress
-        self.pending: deque[tuple[SlideJob, Any]] = deque()
-        self.n_busy = self.n_skipped = 0
-
-    def fill(self) -> None:
-        while len(self.pending) < LOOKAHEAD_SLIDES and (job := next(self._todo, None)) is not None:
-            lock = self._tables.lock(job.slide_id)
-            if lock is None:
-                self.n_busy += 1
-                log.info("%s is being segmented by another process; leaving it to that process", job.slide_id)
-            elif not self._force and self._tables.is_done(job.slide_id, partial(source_fingerprint, job)):
-                lock.release()
-                self.n_skipped += 1
-            else:
-                self.pending.append((job, lock))
-                self._stream.submit(job)
-                continue
-            emit(self._progress, "advance", "slides", steps=1)
-
-    def finish(self) -> None:
-        self.pending.popleft()[1].release()
-
-    def release_all(self) -> None:
-        while self.pending:
-            self.finish()
+    def __call__(self, job: SlideJob) -> Claim:
+        lock = self.tables.lock(job.slide_id)
+        if lock is None:
+            log.info("%s is being segmented by another process; leaving it to that process", job.slide_id)
+            return Claim("busy")
+        if not self.force and self.tables.is_done(job.slide_id, partial(source_fingerprint, job)):
+            lock.release()  # finished by another process since the plan
+            return Claim("done")
+        return Claim("claimed", lock)
 
 
-def _claimed(claimer: _Claims, worker: SlideNuclei, tables: TableDir, result: NucleiResult, *,
+def _claimed(stream: PatchStream, worker: SlideNuclei, tables: TableDir, result: NucleiResult, *,
              config: NucleiConfig, progress: ProgressCallback | None) -> None:
-    """Process the claimed slides in order, recording each row while the slide is still held."""
-    claimer.fill()
-    while claimer.pending:
-        job, _ = claimer.pending[0]
+    """Process the claimed slides in stream order, recording each row while the slide is still held."""
+    while (item := stream.get()) is not None:
+        if isinstance(item, StreamError):
+            raise item.error
+        if isinstance(item, SlideSkipped):
+            if item.claim.status == "busy":
+                result.n_busy += 1
+            else:
+                result.n_skipped += 1
+            emit(progress, "advance", "slides", steps=1)
+            continue
+        outcome: SlideOutcome = worker(item)
         try:
-            row, n_nuclei, seconds = worker(job)
-            tables.record([row])
+            tables.record([outcome.row])
         finally:
-            claimer.finish()
+            outcome.lock.release()
+        row = outcome.row
         result.rows.append(row)
         setattr(result, f"n_{row.status}", getattr(result, f"n_{row.status}") + 1)
         result.n_patches += row.n_patches
-        result.n_nuclei += n_nuclei
-        result.compute_seconds += seconds
+        result.n_nuclei += outcome.n_nuclei
+        result.compute_seconds += outcome.compute_seconds
         rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
         emit(progress, "advance", "slides", steps=1, info={"patches/s": rate, "nuclei": result.n_nuclei})
         if row.status == "failed":
             log.error("%s failed: %s", row.slide_id, row.reason)
             if not config.skip_errors:
                 raise BalnmpError(f"slide {row.slide_id} failed: {row.reason} (the run stops: --no-skip-errors)")
-        claimer.fill()
 
 
 def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None) -> NucleiResult:
@@ -244,16 +231,17 @@ def run_nuclei(config: NucleiConfig, *, progress: ProgressCallback | None = None
     emit(progress, "start", "slides", total=len(jobs))
     emit(progress, "advance", "slides", steps=result.n_skipped)
     patch_filter = patch_filter_for(reading)
-    stream = _InfoStream(reading, patch_filter)
-    claimer = _Claims(todo, tables, stream, force=config.force, progress=progress)
+    stream = _InfoStream(reading, patch_filter, todo, _TableClaimer(tables, config.force))
     worker = SlideNuclei(stream, segmenter, tables, config=config, patch_filter=patch_filter)
     try:
-        _claimed(claimer, worker, tables, result, config=config, progress=progress)
-    finally:
-        claimer.release_all()
+        _claimed(stream, worker, tables, result, config=config, progress=progress)
+    except BaseException:
         stream.close()
-    tables.compact()  # rows are journalled per slide; after an error the next run folds them in
-    result.n_busy, result.n_skipped = claimer.n_busy, result.n_skipped + claimer.n_skipped
+        with contextlib.suppress(BalnmpError, OSError):  # the rows recorded so far reach manifest.csv
+            tables.compact()
+        raise
+    stream.close()
+    tables.compact()
     emit(progress, "end", "slides")
     _finish(config, all_jobs, tables, result)
     result.seconds = time.perf_counter() - started

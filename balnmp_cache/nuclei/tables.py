@@ -1,7 +1,8 @@
 """The nucleus tables of one run: ``<out>/tables/<segmenter>-nuclei-<key>/<slide_id>.nuclei.parquet``.
 
 The folder is a :class:`~balnmp_cache.cache.CacheDir` (``cache.json`` holding exactly what was hashed
-into the key, ``manifest.csv``, ``.locks/``), so slides are claimed, recorded and recovered as in extract.
+into the key, ``manifest.csv`` and its journal, ``.locks/``), so slides are claimed, recorded and
+recovered as in extract.
 Each slide is one Parquet file (pandas reads it: ``pd.read_parquet(path)``), one row per nucleus; its
 schema metadata holds, as JSON, the slide's attributes (``balnmp.attrs``: ids, source and fingerprint,
 cache key, segmenter, MPP and units, counts, ``complete``) and its patch list (``balnmp.patches``: one
@@ -113,10 +114,11 @@ class TableDir:
         return self.cache.lock(slide_id)
 
     def record(self, rows: list[ManifestRow]) -> None:
+        """Journal ``rows`` (folded into ``manifest.csv`` by :meth:`compact`)."""
         self.cache.record(rows)
 
     def compact(self) -> None:
-        """Fold the rows recorded so far into ``manifest.csv`` (see :meth:`CacheDir.compact`)."""
+        """Fold the journalled rows into ``manifest.csv``."""
         self.cache.compact()
 
     def is_complete(self, slide_id: str) -> bool:
@@ -167,6 +169,7 @@ class TableDir:
                 path.unlink(missing_ok=True)
                 lock.release()
                 log.info("removed a temporary left by an interrupted run: %s", path.name)
+        self.compact()
         have = {row.slide_id for row in self.cache.manifest() if row.status == "ok"}
         rows = []
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):

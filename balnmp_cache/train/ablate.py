@@ -39,7 +39,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from balnmp_cache.progress import ProgressCallback, emit
 from balnmp_cache.runs import RunExistsError, claim_run, is_finished, read_run, write_csv
 from balnmp_cache.train.config import TrainConfig
 
-__all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "run_ablation"]
+__all__ = ["AblationGrid", "AblationResult", "GridRun", "expand_grid", "grid_trainer", "run_ablation"]
 
 log = logging.getLogger(__name__)
 
@@ -364,3 +364,15 @@ def _train_pending(pending: list[GridRun], *, progress: ProgressCallback | None)
     busy = [run for run in ordered if not _train_one(run, loaded, wait=False, progress=progress)]
     for run in busy:
         _train_one(run, loaded, wait=True, progress=progress)
+
+
+def grid_trainer() -> Callable[[GridRun], None]:
+    """A function training one run of a grid exactly as ``ablate`` does (under its run directory's lock,
+    waiting for another process that holds it), keeping the loaded cache and cohorts for the next run:
+    what a long-lived worker of :mod:`balnmp_cache.engines` calls."""
+    loaded = _Loaded()
+
+    def train(run: GridRun) -> None:
+        _train_one(run, loaded, wait=True, progress=None)
+
+    return train
