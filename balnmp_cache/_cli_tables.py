@@ -69,14 +69,20 @@ def _slide_grid(rows: Sequence[Any]) -> Grid:
     return Grid(columns, cells, spill=5)
 
 
+def _slide_rows(heading: str, where: Any, rows: Sequence[Any]) -> list[Any]:
+    """A heading, then the slides that did not simply succeed and the first ok ones (50 at most)."""
+    ordered = sorted(rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
+    problems = [r for r in ordered if r.status != "ok"]
+    shown = (problems + [r for r in ordered if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
+    parts: list[Any] = [_heading(heading, where), _slide_grid(shown)]
+    if len(ordered) > len(shown):
+        parts.append(Paragraph(f"{len(ordered) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
+    return parts
+
+
 def extract_summary(result: Any) -> Group:
     """Per-slide rows that did not simply succeed (then the first ok ones), and the totals."""
-    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
-    problems = [r for r in rows if r.status != "ok"]
-    shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
-    parts: list[Any] = [_heading("extract →", result.cache_dir), _slide_grid(shown)]
-    if len(rows) > len(shown):
-        parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
+    parts = _slide_rows("extract →", result.cache_dir, result.rows)
     rate = result.n_patches / result.seconds if result.seconds else 0.0
     busy = f", {result.n_busy} left to another extract process" if result.n_busy else ""
     totals = (
@@ -104,12 +110,7 @@ def _accuracy_header(task_name: str | None) -> str:
 
 def nuclei_summary(result: Any) -> Group:
     """Slides that did not simply succeed (then the first ok ones), the totals, where the tables and bags are."""
-    rows = sorted(result.rows, key=lambda r: (r.status == "ok", natural_key(r.slide_id)))
-    problems = [r for r in rows if r.status != "ok"]
-    shown = (problems + [r for r in rows if r.status == "ok"][: max(0, 10 - len(problems))])[:50]
-    parts: list[Any] = [_heading("nuclei →", result.tables_dir), _slide_grid(shown)]
-    if len(rows) > len(shown):
-        parts.append(Paragraph(f"{len(rows) - len(shown)} more ok slides not shown; see manifest.csv", style="dim"))
+    parts = _slide_rows("nuclei →", result.tables_dir, result.rows)
     rate = result.n_patches / result.compute_seconds if result.compute_seconds else 0.0
     shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard[1] > 1 else ""
     totals = (

@@ -54,8 +54,7 @@ log = logging.getLogger(__name__)
 def _looks_like_cache(directory: Path) -> bool:
     if (directory / MANIFEST_CSV).is_file() or (directory / CACHE_JSON).is_file():
         return True
-    suffixes = (".h5", ".hdf5", ".zarr")
-    return any(not p.name.startswith(".") and p.suffix.lower() in suffixes for p in directory.iterdir())
+    return any(p.suffix.lower() in {".h5", ".hdf5", ".zarr"} and p.name[:1] != "." for p in directory.iterdir())
 
 
 def resolve_cache_dir(path: Path) -> Path:
