@@ -125,7 +125,9 @@ def test_extract_on_two_nodes_matches_local_with_the_second_node_killed(cluster,
     flags = ("--batch-size", "16", "--engine", "ray", "--address", cluster.address, "--chunk-slides", "1")
     child = _start(tmp_path, "extract", patches, "--out", "cache", *flags)
     cache = tmp_path / "cache" / local.cache_dir.name
-    _kill_when(cluster, child, lambda: cache.is_dir() and any(cache.glob("*.h5")))
+    # As soon as a worker has begun (the cache folder is made by the first chunk), while the second node's
+    # worker still holds its first chunk and more chunks wait: the death is seen whatever the machine's speed.
+    _kill_when(cluster, child, lambda: cache.is_dir() and len(list(cache.glob("*.h5"))) < 8)
     output = _finish(child)
     assert "a Ray worker died" in output  # the dead node's chunk went to the other worker
     assert cache_differences(local.cache_dir, cache) == []
