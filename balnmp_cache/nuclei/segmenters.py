@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -117,7 +118,7 @@ def _require(config: Any, package: str, install: str) -> Path:
     return Path(weights)
 
 
-class _LearnedSegmenter:
+class _LearnedSegmenter(ABC):
     """Shared parts of the wrappers: identifier from the weights, one image at a time."""
 
     name = ""
@@ -135,11 +136,13 @@ class _LearnedSegmenter:
             self._model = self._load()
         return np.stack([np.asarray(self._one(patch, px_um), dtype=np.int32) for patch in patches])
 
+    @abstractmethod
     def _load(self) -> Any:
-        raise NotImplementedError
+        """The model, from ``self.weights``."""
 
+    @abstractmethod
     def _one(self, patch: np.ndarray, px_um: float) -> np.ndarray:
-        raise NotImplementedError
+        """The label image of one patch."""
 
 
 class StarDistSegmenter(_LearnedSegmenter):
