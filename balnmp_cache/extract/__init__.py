@@ -7,9 +7,10 @@ is first used, so the CLI can build its options from :class:`ExtractConfig` at i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from balnmp_cache.extract.config import ExtractConfig as ExtractConfig
+from balnmp_cache.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from balnmp_cache.extract.pipeline import ExtractResult as ExtractResult
@@ -17,12 +18,5 @@ if TYPE_CHECKING:
 
 __all__ = ["ExtractConfig", "ExtractResult", "run_extract"]
 
-_LAZY = {"ExtractResult", "run_extract"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from balnmp_cache.extract import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_PIPELINE = "balnmp_cache.extract.pipeline"
+__getattr__ = lazy_attributes(__name__, {"ExtractResult": _PIPELINE, "run_extract": _PIPELINE})

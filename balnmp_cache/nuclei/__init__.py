@@ -13,8 +13,9 @@ imported on first use, so the CLI can build its options at import time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from balnmp_cache.lazy import lazy_attributes
 from balnmp_cache.nuclei.config import NucleiConfig as NucleiConfig
 
 if TYPE_CHECKING:
@@ -23,12 +24,5 @@ if TYPE_CHECKING:
 
 __all__ = ["NucleiConfig", "NucleiResult", "run_nuclei"]
 
-_LAZY = {"NucleiResult", "run_nuclei"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from balnmp_cache.nuclei import stage
-
-        return getattr(stage, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_STAGE = "balnmp_cache.nuclei.stage"
+__getattr__ = lazy_attributes(__name__, {"NucleiResult": _STAGE, "run_nuclei": _STAGE})

@@ -11,8 +11,9 @@ below are resolved on first use, so the CLI can read ``ReportConfig`` without lo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from balnmp_cache.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from balnmp_cache.report.config import ReportConfig
@@ -27,7 +28,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
