@@ -95,6 +95,11 @@ class LocalCluster:
         table = _processes()
         return [pid for pid in self._ours() if "/raylet/raylet " in table.get(pid, (0, ""))[1]]
 
+    def worker_node_runs(self, title: str) -> bool:
+        """Whether a worker process of the second node is executing ``title`` (Ray retitles it ``ray::title``)."""
+        return any(ppid == self.worker_raylet and cmd.startswith(f"ray::{title} ")
+                   for ppid, cmd in _processes().values())
+
     def kill_worker_raylet(self) -> None:
         assert self.worker_raylet is not None
         os.kill(self.worker_raylet, signal.SIGKILL)

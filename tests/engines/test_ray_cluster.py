@@ -66,7 +66,7 @@ def _kill_when(cluster: LocalCluster, child: subprocess.Popen[str], ready) -> No
     while not ready():
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.05)
+        time.sleep(0.01)
     cluster.kill_worker_raylet()
 
 
@@ -120,14 +120,14 @@ def test_ablate_on_two_nodes_matches_local_with_the_second_node_killed(cluster, 
 
 def test_extract_on_two_nodes_matches_local_with_the_second_node_killed(cluster, tmp_path):
     cluster.join()  # the first test killed the second node
-    patches = write_precut_cohort(tmp_path / "bcnb", [2, 3, 1, 2, 2, 1, 3, 2])
+    patches = write_precut_cohort(tmp_path / "bcnb", [8, 12, 4, 8, 8, 4, 12, 8])
     local = run_extract(extract_config([patches], tmp_path / "local"))
     flags = ("--batch-size", "16", "--engine", "ray", "--address", cluster.address, "--chunk-slides", "1")
     child = _start(tmp_path, "extract", patches, "--out", "cache", *flags)
     cache = tmp_path / "cache" / local.cache_dir.name
-    # As soon as a worker has begun (the cache folder is made by the first chunk), while the second node's
-    # worker still holds its first chunk and more chunks wait: the death is seen whatever the machine's speed.
-    _kill_when(cluster, child, lambda: cache.is_dir() and len(list(cache.glob("*.h5"))) < 8)
+    # Each actor is handed a chunk as soon as it exists, so the second node's actor runs one for certain:
+    # the node is killed while it does (Ray titles the process after the method it executes).
+    _kill_when(cluster, child, lambda: cluster.worker_node_runs("EncoderWorker.extract"))
     output = _finish(child)
     assert "a Ray worker died" in output  # the dead node's chunk went to the other worker
     assert cache_differences(local.cache_dir, cache) == []
