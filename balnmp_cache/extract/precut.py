@@ -50,7 +50,7 @@ def _pil_decode(data: bytes, px: int) -> tuple[np.ndarray, float]:
 
     t0 = time.perf_counter()
     with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert would copy an RGB JPEG
         if rgb.size != (px, px):
             rgb = rgb.resize((px, px), Image.Resampling.BILINEAR)
         array = np.asarray(rgb)

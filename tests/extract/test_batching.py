@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from balnmp_cache.cache import read_manifest, read_slide
 from balnmp_cache.extract import run_extract
@@ -70,3 +71,20 @@ def test_every_stage_reports_its_seconds_and_the_loader_wait(tmp_path):
     assert times.h2d == 0  # the CPU path copies nothing to a device
     assert 0 <= result.loader_wait <= 1 and times.loop >= times.forward
     assert "the encoder waited for input" in times.summary()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_precut_decoding_gives_pil_rgb_pixels_for_every_jpeg_mode(tmp_path, mode):
+    import io
+
+    from PIL import Image
+
+    from balnmp_cache.extract.precut import _pil_decode
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (300, 280, len(mode)), dtype=np.uint8).squeeze()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode=mode).save(buffer, format="JPEG", quality=90)
+    expected = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").resize((256, 256), Image.Resampling.BILINEAR)
+    decoded, _ = _pil_decode(buffer.getvalue(), 256)
+    assert decoded.shape == (256, 256, 3) and np.array_equal(decoded, np.asarray(expected))
