@@ -235,13 +235,14 @@ class PatchStream:
         return self._queue.put(SlideDone(job, info, claim.lock))
 
     def _open(self, job: SlideJob, info: SlideInfo) -> SlideReader:
-        if self.decode == "cuda" and job.path.suffix.lower() in (".jpg", ".jpeg"):
-            from balnmp_cache.extract.gpu_decode import open_jpeg_on_gpu
+        if self.decode == "cuda":
+            from balnmp_cache.extract.gpu_decode import open_on_gpu
 
             t0 = time.perf_counter()
-            reader = open_jpeg_on_gpu(job.path, num_workers=self.config.num_workers)
+            reader = open_on_gpu(job.path, num_workers=self.config.num_workers)
             if reader is not None:
-                info.decode_seconds = time.perf_counter() - t0
+                if reader.backend == "nvjpeg":  # decoded whole on opening
+                    info.decode_seconds = time.perf_counter() - t0
                 return reader
         return open_slide(job.path, num_workers=self.config.num_workers)
 

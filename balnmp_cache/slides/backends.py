@@ -10,10 +10,12 @@ Backend modules are imported inside the constructors: importing this module is c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -195,7 +197,7 @@ def import_cucim() -> Any:
     global _CUCIM
     if _CUCIM is not None:
         return _CUCIM
-    import os
+    import ctypes
     import sys
     import tempfile
 
@@ -208,6 +210,9 @@ def import_cucim() -> Any:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         import cucim
+
+        _open_tiny_tiff(cucim)
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers what it printed when stdout is a pipe: drop it here
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
@@ -215,6 +220,18 @@ def import_cucim() -> Any:
             os.close(fd)
     _CUCIM = cucim
     return cucim
+
+
+def _open_tiny_tiff(cucim: Any) -> None:
+    """Open a 16-px tiled TIFF: cuCIM loads its slide plugin, which prints the same noise, on a first open."""
+    import tempfile
+
+    import tifffile
+
+    with tempfile.TemporaryDirectory() as folder, contextlib.suppress(Exception):
+        path = os.path.join(folder, "probe.tif")
+        tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint8), tile=(16, 16))
+        cucim.CuImage(path).close()
 
 
 class CucimReader(_BaseReader):
@@ -251,10 +268,17 @@ class CucimReader(_BaseReader):
             out[inside[0]] = self.read_region(level0_xys[inside[0]], level, (w, h))
         elif inside:
             locations = [(int(level0_xys[i][0]), int(level0_xys[i][1])) for i in inside]
-            batches = self._image.read_region(locations, (w, h), level, num_workers=self.num_workers)
-            for index, region in zip(inside, batches, strict=True):
-                out[index] = as_rgb(np.asarray(region))
+            for index, region in zip(inside, self._read_batch(locations, (w, h), level), strict=True):
+                out[index] = region
         return out
+
+    def _read_batch(self, locations: list[tuple[int, int]], size: tuple[int, int], level: int) -> Iterator[np.ndarray]:
+        """Regions of one size inside the level, read in one batched call (cuCIM's threads), as RGB uint8.
+
+        Each array is valid until the next one is taken: cuCIM reuses the buffer behind it.
+        """
+        for region in self._image.read_region(locations, size, level, num_workers=self.num_workers):
+            yield as_rgb(np.asarray(region))
 
     def close(self) -> None:
         image = vars(self).pop("_image", None)  # absent when __init__ failed or after a first close
