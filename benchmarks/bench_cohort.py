@@ -13,7 +13,8 @@ so every cohort below reads and decodes real JPEG files:
 
 Encoder: on the CPU, ``resnet18`` (random weights: speed does not depend on the values) at a reduced
 input of 112 px (``--input-px``; registered here as ``resnet18_px112``, one function and a decorator),
-so the cohort runs in minutes on two cores; on a GPU, ``vgg16_bn --mode flatten`` (25,088-d) at 224 px,
+so the cohort runs in minutes on two cores (``--encoder resnet18``: its registered 224-px input, a forward
+pass about four times dearer, against which decoding weighs a quarter as much); on a GPU, ``vgg16_bn --mode flatten`` (25,088-d) at 224 px,
 batch 256, JPEGs decoded on the GPU. ``run_extract`` end to end (claims, reads, decode, batches,
 writer thread, journal), patches/s counted from after the encoder is built. Forward-only: the same
 encoder, batch and precision on ready device tensors (the mean over 60 batches, 20 with ``--quick``).
