@@ -129,8 +129,8 @@ def preprocess_patches(
     if scale_px != input_px:
         top = round((scale_px - input_px) / 2.0)  # torchvision's CenterCrop offsets
         x = x[:, :, top : top + input_px, top : top + input_px]  # (B, 3, input_px, input_px)
-    x = x.float().div_(255.0)  # (B, 3, input_px, input_px) in [0, 1]
+    x = x.float()  # a new tensor unless _resize made one: the steps below may run in place
     mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean_t) / std_t
+    x.div_(255.0).sub_(mean_t).div_(std_t)  # in place: the same values as (x / 255 - mean) / std, no copies
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
