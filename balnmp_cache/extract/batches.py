@@ -7,12 +7,16 @@ slide spans several batches); only the last batch of the run may be smaller. The
 go back to their slides in order (:class:`~balnmp_cache.extract.slide.SlideWork`), and a slide is
 handed to the writer thread once the reader has ended it and all its patches are encoded.
 
-Batch composition is deterministic for a given list of slides to do. A resumed run has a shorter
-list, so a patch may share its batch with other patches than in an uninterrupted run: on the CPU
-(oneDNN) a patch's features are bit-identical whatever batch it is in — batch size and neighbours
-included (``tests/extract/test_batching.py``) — so a resumed cache equals an uninterrupted one byte
-for byte. On a GPU, cuDNN may pick other kernels for other batch shapes (``cudnn.benchmark``), so
-features agree within float noise, not bit for bit, as they already did across runs.
+Batch composition is deterministic for a given list of slides to do. A resumed run (or a chunk of a
+cohort on a Ray worker) has a shorter list, so a patch may share its batch with other patches than in
+an uninterrupted run: on the CPU (oneDNN) a patch's features are bit-identical whatever its neighbours
+and its place in the batch, but not always whatever the batch's size (oneDNN picks kernels by shape:
+on some CPUs, one thread or two, a 1x1 convolution of a short batch differs in the last bits), so the
+last, short batch of a run is padded with blank patches to ``batch_size`` on the CPU. With the same
+``batch_size`` a resumed cache then equals an uninterrupted one byte for byte
+(``tests/extract/test_batching.py``). On a GPU, cuDNN may pick other kernels for other batch shapes
+(``cudnn.benchmark``), so features agree within float noise, not bit for bit, as they already did
+across runs.
 
 A batch that fails to encode (e.g. out of memory) fails every slide with a patch in it, and the loop
 goes on with the next batch.
@@ -151,7 +155,7 @@ class CohortEncoder:
         segments = [(work, len(patches)) for work, patches in parts]
         self.n_batches += 1
         try:
-            pending: Pending | None = self.runner.submit([patches for _, patches in parts])
+            pending: Pending | None = self.runner.submit([patches for _, patches in parts], pad_to=self.batch_size)
         except (RuntimeError, ValueError, MemoryError) as err:
             self._fail(segments, err)
             pending = None

@@ -130,11 +130,14 @@ class BatchEncoder:
         """(B, h, w, 3) uint8 (numpy, or a torch tensor on the device) -> (B, D) float32 numpy."""
         return self.submit([patches]).result()
 
-    def submit(self, parts: Sequence[Any]) -> Pending:
+    def submit(self, parts: Sequence[Any], *, pad_to: int = 0) -> Pending:
         """Encode the concatenation of ``parts`` ((b_i, h, w, 3) uint8 each, numpy or device tensors).
 
-        On the CPU the features are computed before this returns; on a GPU the work is enqueued and
-        :meth:`Pending.result` waits for it.
+        On the CPU the features are computed before this returns, and a batch of fewer than ``pad_to``
+        patches is run padded with blank patches to ``pad_to`` (their features dropped): oneDNN picks
+        its kernels by the batch's shape, and on some CPUs another batch size changes the last bits of
+        a patch's features, so a fixed size keeps them independent of how the patches were batched.
+        On a GPU the work is enqueued and :meth:`Pending.result` waits for it.
         """
         import torch
 
@@ -142,9 +145,11 @@ class BatchEncoder:
         with torch.inference_mode():
             if self.device != "cuda":
                 t0 = time.perf_counter()
+                if n < pad_to:
+                    parts = [*parts, np.zeros((pad_to - n, *parts[0].shape[1:]), dtype=np.uint8)]
                 batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 x = self.encoder.preprocess(batch)  # (B, 3, input_px, input_px)
-                features = self._model(x).float().numpy()  # (B, D)
+                features = self._model(x).float().numpy()[:n]  # (n, D)
                 return Pending(n, features, forward_seconds=time.perf_counter() - t0)
             return self._submit_cuda(parts, n)
 

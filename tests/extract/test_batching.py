@@ -17,7 +17,19 @@ from tests.extract.conftest import config, write_precut_cohort
 SIZES = [3, 1, 6, 2, 5, 4, 2]  # 23 patches: batches of 8 take patches of two to four slides
 
 
-def test_batches_are_full_and_span_slides_and_each_slide_gets_its_own_features(tmp_path):
+@pytest.fixture(params=[None, 1], ids=["default-threads", "one-thread"])
+def torch_threads(request):
+    """The test once with torch's threads as they are and once with one (as on a one-CPU Ray worker)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if request.param:
+        torch.set_num_threads(request.param)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_batches_are_full_and_span_slides_and_each_slide_gets_its_own_features(tmp_path, torch_threads):
     patches = write_precut_cohort(tmp_path / "bcnb", SIZES)
     result = run_extract(config([patches], tmp_path / "cache", batch_size=8, patch_px=64))
     assert (result.n_ok, result.n_patches, result.exit_code) == (len(SIZES), sum(SIZES), 0)
@@ -48,6 +60,16 @@ def test_a_patch_encodes_to_the_same_bits_in_any_batch_on_the_cpu():
     split = runner.submit([patches[5:7], patches[7:12]]).result()  # a short batch assembled from two slides
     assert shifted[:12].tobytes() == reference[4:16].tobytes()
     assert split.tobytes() == reference[5:12].tobytes()
+
+
+def test_a_short_batch_padded_to_the_batch_size_encodes_to_the_bits_of_a_full_one(torch_threads):
+    # EfficientNet-Lite0's 1x1 convolutions are where oneDNN's kernels follow the batch size on some CPUs
+    runner = BatchEncoder.build(ExtractConfig(weights="random", encoder="efficientnet_lite0", device="cpu"))
+    patches = np.random.default_rng(1).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+    reference = runner(patches)
+    short = runner.submit([patches[3:6], patches[6:9]], pad_to=16).result()
+    assert short.shape == (6, reference.shape[1])
+    assert short.tobytes() == reference[3:9].tobytes()
 
 
 def test_a_slide_that_fails_inside_a_shared_batch_fails_alone(tmp_path):
