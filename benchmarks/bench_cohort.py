@@ -17,10 +17,11 @@ so the cohort runs in minutes on two cores (``--encoder resnet18``: its register
 pass about four times dearer, against which decoding weighs a quarter as much); on a GPU,
 ``vgg16_bn --mode flatten`` (25,088-d) at 224 px, batch 256, JPEGs decoded on the GPU. ``run_extract`` end
 to end (claims, reads, decode, batches, writer thread, journal), patches/s counted from after the encoder
-is built. Forward-only: the same encoder, batch and precision on ready device tensors (the mean over 60
-batches, 20 with ``--quick``).
-Runs are interleaved (cohort, one slide, forward-only, again) and the best of ``--repeats`` is kept,
-because the machine is shared.
+is built. Forward-only: the same encoder, batch and precision on ready device tensors, in two windows
+just before and just after each cohort run (each an eighth of the cohort's batches, at least 60; 20 with
+``--quick``), the baseline being their pooled rate, so both sides see the same stretch of machine time.
+Runs are interleaved (forward-only, cohort, forward-only, one slide, again) and the best of ``--repeats``
+is kept (with its own baseline), because the machine is shared.
 
 Each figure prints as ``BENCH name=<name> value=<v> unit=<u> baseline=<b> ratio=<r>``.
 """
@@ -133,9 +134,9 @@ def run_cohort(patches: Path, args: argparse.Namespace) -> dict:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def forward_only(args: argparse.Namespace, n_batches: int) -> float:
-    """Patches/s of the encoder alone on ready device tensors (the eval transform done beforehand), the
-    mean of ``n_batches`` batches after a warm-up, with the pipeline's settings (channels_last, precision)."""
+def forward_only(args: argparse.Namespace, n_batches: int) -> tuple[int, float]:
+    """The encoder alone on ready device tensors (the eval transform done beforehand), with the pipeline's
+    settings (channels_last, precision): ``n_batches`` batches after a warm-up, as (patches, seconds)."""
     import torch
 
     from balnmp_cache.extract import ExtractConfig
@@ -152,7 +153,7 @@ def forward_only(args: argparse.Namespace, n_batches: int) -> float:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
             runner._model(x).float().cpu()
-    return n_batches * args.batch_size / (time.perf_counter() - t0)
+    return n_batches * args.batch_size, time.perf_counter() - t0
 
 
 def _best(runs: list[dict]) -> dict:
@@ -162,15 +163,22 @@ def _best(runs: list[dict]) -> dict:
 def _interleaved(a: Path, b: Path | None, args: argparse.Namespace, *, forward_batches: int = 0) -> tuple[
     dict, dict | None, float
 ]:
-    """Best of ``args.repeats`` rounds of: ``a``, ``b`` and (with ``forward_batches``) the encoder alone."""
-    runs_a, runs_b, forward = [], [], 0.0
+    """Best of ``args.repeats`` rounds of ``a`` and ``b``; with ``forward_batches``, each ``a`` is bracketed by
+    two windows of the encoder alone, and its baseline is their pooled rate (patches / seconds of both), so a
+    machine that speeds up or slows down during the run weighs on both sides alike."""
+    runs_a, runs_b = [], []
     for _ in range(args.repeats):
+        before = forward_only(args, forward_batches) if forward_batches else (0, 0.0)
         runs_a.append(run_cohort(a, args))
+        if forward_batches:
+            after = forward_only(args, forward_batches)
+            n, seconds = before[0] + after[0], before[1] + after[1]
+            runs_a[-1]["forward_only"] = round(n / seconds, 2)
+            runs_a[-1]["forward_only_windows"] = [round(before[0] / before[1], 1), round(after[0] / after[1], 1)]
         if b is not None:
             runs_b.append(run_cohort(b, args))
-        if forward_batches:
-            forward = max(forward, forward_only(args, forward_batches))
-    return _best(runs_a), _best(runs_b) if runs_b else None, forward
+    best = _best(runs_a)
+    return best, _best(runs_b) if runs_b else None, best.get("forward_only", 0.0)
 
 
 def _parse() -> argparse.Namespace:
@@ -215,8 +223,9 @@ def main() -> int:
     print(f"  BCNB-shaped: {len(counts)} patients, {sum(counts)} patches (median {int(np.median(counts))}, "
           f"mean {np.mean(counts):.1f}, max {max(counts)})")
     one_slide = None if args.skip_one_slide else write_cohort(f"bcnb{len(counts)}-one", [sum(counts)])
+    forward_batches = 20 if args.quick else max(60, sum(counts) // args.batch_size // 8)
     cohort, one, fwd = _interleaved(write_cohort(f"bcnb{len(counts)}", counts), one_slide, args,
-                                    forward_batches=20 if args.quick else 60)
+                                    forward_batches=forward_batches)
     print(f"  BCNB-shaped cohort: {cohort}\n  the same patches as one slide: {one or 'not run'}")
     if one is not None:
         lines.append(bench_line("cohort_bcnb_vs_one_slide", cohort["rate"], "patches/s", one["rate"]))
