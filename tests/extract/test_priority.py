@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -25,8 +24,10 @@ def _thread_nices() -> set[int]:
     """The nice value of every thread of this process, as the kernel reports it."""
     nices = set()
     for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):  # the thread ended meanwhile
+        try:
             nices.add(_nice(int(task.name)))
+        except OSError:  # the thread ended meanwhile
+            pass
     return nices
 
 
