@@ -158,10 +158,8 @@ class _Run:
 def _encode_todo(session: Session, runner: BatchEncoder, patch_filter: PatchFilter, run: _Run) -> None:
     """Claim, read, encode and write the plan's slides (the three threads of the module docstring)."""
     config, cache = run.config, session.cache
-    background = runner.device == "cpu"  # the encoder's threads first: decoding and writing take what is left
-    stream = PatchStream(config, patch_filter, session.plan.todo, Claimer(cache, config.force), decode=session.decode,
-                         background=background)
-    writer = run.writer = SlideWriter(cache, background=background)
+    stream = PatchStream(config, patch_filter, session.plan.todo, Claimer(cache, config.force), decode=session.decode)
+    writer = run.writer = SlideWriter(cache)
     loop = CohortEncoder(
         stream, runner, writer, session.provenance.attrs(cache.key or ""), patch_filter, dtype=cache.dtype,
         batch_size=config.batch_size, on_skipped=run.skipped, on_idle=run.idle,

@@ -30,7 +30,6 @@ from balnmp_cache.extract.claims import Claim
 from balnmp_cache.extract.config import ExtractConfig
 from balnmp_cache.extract.filters import PatchFilter
 from balnmp_cache.extract.precut import Batch, precut_attrs, precut_batches, region_origins
-from balnmp_cache.hardware import lower_thread_priority
 from balnmp_cache.slides import (
     PatchCandidates,
     ResolutionPlan,
@@ -171,22 +170,19 @@ class PatchStream:
         jobs: the slides to do, in order.
         claim: claims one slide (its lock and skip check), called on the reader thread.
         decode: ``cpu`` or ``cuda``: where JPEG patches and plain-JPEG slides are decoded.
-        background: run the reader and decoding threads at a lower priority (an encoder on the CPU).
     """
 
     def __init__(
         self, config: ExtractConfig, patch_filter: PatchFilter, jobs: Iterable[SlideJob],
-        claim: Callable[[SlideJob], Claim], *, decode: str = "cpu", background: bool = False,
+        claim: Callable[[SlideJob], Claim], *, decode: str = "cpu",
     ) -> None:
         self.config, self.patch_filter, self.decode = config, patch_filter, decode
         self._jobs, self._claim = iter(jobs), claim
         self._queue = _Queue(max(QUEUE_BATCHES * config.batch_size, 1))
         self._held: dict[int, Any] = {}  # id(job) -> lock of slides claimed whose end item was not taken yet
         self._held_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=config.num_workers, thread_name_prefix="balnmp-read",
-                                        initializer=lower_thread_priority if background else None)
+        self._pool = ThreadPoolExecutor(max_workers=config.num_workers, thread_name_prefix="balnmp-read")
         _preload_readers()  # cuCIM's import mutes fds 1/2 briefly: do it before other threads log
-        self._background = background
         self._thread = threading.Thread(target=self._run, name="balnmp-reader", daemon=True)
         self._thread.start()
 
@@ -212,8 +208,6 @@ class PatchStream:
 
     # -- producer ---------------------------------------------------------------------------
     def _run(self) -> None:
-        if self._background:
-            lower_thread_priority()
         try:
             for job in self._jobs:
                 if self._queue.closed or not self._one(job):

@@ -29,7 +29,6 @@ from balnmp_cache.cache import CacheDir, ManifestRow
 from balnmp_cache.errors import BalnmpError, StorageError
 from balnmp_cache.extract.slide import WriteTask, first_line
 from balnmp_cache.extract.timings import StageTimes
-from balnmp_cache.hardware import lower_thread_priority
 
 __all__ = ["MAX_QUEUED_BYTES", "MAX_QUEUED_SLIDES", "SlideWriter", "Written"]
 
@@ -55,10 +54,9 @@ class SlideWriter:
     """The writer thread of one run (see the module docstring)."""
 
     def __init__(
-        self, cache: CacheDir, *, max_slides: int = MAX_QUEUED_SLIDES, max_bytes: int = MAX_QUEUED_BYTES,
-        background: bool = False,
+        self, cache: CacheDir, *, max_slides: int = MAX_QUEUED_SLIDES, max_bytes: int = MAX_QUEUED_BYTES
     ) -> None:
-        self.cache, self._background = cache, background
+        self.cache = cache
         self._tasks: deque[WriteTask | None] = deque()
         self._queued_bytes = 0
         self._max_slides, self._max_bytes = max_slides, max_bytes
@@ -132,8 +130,6 @@ class SlideWriter:
             return task
 
     def _run(self) -> None:
-        if self._background:
-            lower_thread_priority()
         while (task := self._next()) is not None:
             if self.error is not None:
                 _release(task)
