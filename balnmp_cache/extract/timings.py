@@ -10,10 +10,6 @@ The stages run on three threads that overlap, so their seconds do not add up to 
   runs the eval transform and the model (``forward``, the features' copy back included); ``wait`` is
   the time it spent waiting for the reader, and ``loader_wait`` that share of its wall time;
 * the **writer thread** builds, writes and fsyncs slide files and journals their manifest rows (``write``).
-
-Behind a CPU encoder the reader and writer threads run at a lower priority
-(:func:`~balnmp_cache.hardware.lower_thread_priority`), so their wall seconds include the time they
-yielded the CPU to the encoder; ``loader_wait`` is what says whether the encoder waited for them.
 """
 
 from __future__ import annotations
